@@ -1,0 +1,42 @@
+// Domain errors. Services throw these; the gRPC server maps each to one status
+// code in one place (grpc-server.ts), so domain code never imports transport types.
+
+export class InvalidArgumentError extends Error {
+  override name = 'InvalidArgumentError';
+  constructor(readonly field: string, reason: string) {
+    super(`${field}: ${reason}`);
+  }
+}
+
+export class NotFoundError extends Error {
+  override name = 'NotFoundError';
+}
+
+export class AlreadyExistsError extends Error {
+  override name = 'AlreadyExistsError';
+}
+
+export class FailedPreconditionError extends Error {
+  override name = 'FailedPreconditionError';
+}
+
+/** A lock or version conflict: the caller may retry the whole operation. */
+export class AbortedError extends Error {
+  override name = 'AbortedError';
+}
+
+/** A dependency is down or the server is shutting down: retry later. */
+export class UnavailableError extends Error {
+  override name = 'UnavailableError';
+}
+
+/** PostgreSQL unique_violation, from any driver or ORM wrapper. */
+export function isUniqueViolation(err: unknown): err is Error & { constraint?: string } {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  return e?.code === '23505' || e?.cause?.code === '23505';
+}
+
+export function constraintOf(err: unknown): string | undefined {
+  const e = err as { constraint?: string; cause?: { constraint?: string } } | undefined;
+  return e?.constraint ?? e?.cause?.constraint;
+}
