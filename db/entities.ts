@@ -1,4 +1,5 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+import { AlarmSchema, InspectorHostSchema } from './alarm.js';
 
 /** Stored VIM statuses. BAD_ACTION is a conductor reply only and is never stored. */
 export const storedStatuses = ['PENDING', 'REACHABLE', 'UNREACHABLE'] as const;
@@ -57,7 +58,7 @@ export const VimEventSchema = defineEntity({
 });
 export type VimEvent = InferEntity<typeof VimEventSchema>;
 
-export const entities = [VimSchema, VimEventSchema];
+export const entities = [VimSchema, VimEventSchema, AlarmSchema, InspectorHostSchema];
 
 /** Channel of the NOTIFY sent with every stored status transition (payload: JSON, see conductor). */
 export const vimStatusChannel = 'vimmon_vim_status';
