@@ -40,3 +40,8 @@ export function constraintOf(err: unknown): string | undefined {
   const e = err as { constraint?: string; cause?: { constraint?: string } } | undefined;
   return e?.constraint ?? e?.cause?.constraint;
 }
+
+/** A per-caller limit was hit (e.g. a stream consumer too slow); the message says how to resume. */
+export class ResourceExhaustedError extends Error {
+  override name = 'ResourceExhaustedError';
+}

@@ -18,6 +18,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  ResourceExhaustedError,
   UnavailableError,
   isUniqueViolation,
 } from './errors.js';
@@ -64,6 +65,7 @@ export function toServerError(err: unknown, logger: Logger, method: string, extr
   if (err instanceof FailedPreconditionError) return new ServerError(Status.FAILED_PRECONDITION, err.message);
   if (err instanceof AbortedError) return new ServerError(Status.ABORTED, err.message);
   if (err instanceof UnavailableError) return new ServerError(Status.UNAVAILABLE, err.message);
+  if (err instanceof ResourceExhaustedError) return new ServerError(Status.RESOURCE_EXHAUSTED, err.message);
   if (isUniqueViolation(err)) return new ServerError(Status.ALREADY_EXISTS, 'already exists');
   if ((err as { name?: string })?.name === 'AbortError') return new ServerError(Status.CANCELLED, 'cancelled');
   logger.error('internal error', { method, err });

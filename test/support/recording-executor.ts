@@ -1,0 +1,46 @@
+// An ExecutorService that records calls and runs nothing: for tests of the
+// Tacker server's hand-off logic alone. The real executor is tested in the mesh tests.
+import { createGrpcServer, serviceEntry } from '../../common/grpc-server.js';
+import type { Logger } from '../../common/logger.js';
+import { ExecutorServiceDefinition, type StartActionRequest } from '../../gen/vimmon/executor/v1/executor_service.js';
+
+export interface RecordingExecutor {
+  address: string;
+  starts: StartActionRequest[];
+  stops: string[];
+  /** Make the next n StartAction calls fail with UNAVAILABLE. */
+  failStarts(n: number): void;
+  stop(): Promise<void>;
+}
+
+export async function startRecordingExecutor(logger: Logger): Promise<RecordingExecutor> {
+  const starts: StartActionRequest[] = [];
+  const stops: string[] = [];
+  let failing = 0;
+  const server = createGrpcServer({
+    logger,
+    services: [
+      serviceEntry(ExecutorServiceDefinition, {
+        async startAction(r) {
+          if (failing > 0) {
+            failing--;
+            const { ServerError, Status } = await import('nice-grpc');
+            throw new ServerError(Status.UNAVAILABLE, 'injected');
+          }
+          starts.push(r);
+          return { action: undefined, alreadyRunning: false };
+        },
+        async stopAction(r) {
+          stops.push(r.actionId);
+          return { stopped: true };
+        },
+        async listActions() {
+          return { actions: [] };
+        },
+        async *watchActions() {},
+      }),
+    ],
+  });
+  const port = await server.listen('127.0.0.1:0');
+  return { address: `127.0.0.1:${port}`, starts, stops, failStarts: (n) => (failing = n), stop: () => server.shutdown() };
+}
