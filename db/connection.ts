@@ -20,7 +20,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Orm> {
     clientUrl: options.url,
     entities,
     extensions: [Migrator],
-    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true },
+    // No snapshot file: the schema lives in the committed migrations alone.
+    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false },
     pool: { min: 0, max: options.poolMax ?? 10 },
     debug: options.debug ?? false,
     logger: options.log ?? (() => {}),
