@@ -1,0 +1,77 @@
+// Reporting to the conductors: one UpdateVim call, its answer sorted into what
+// the action should do next. The only place the action's transport shows.
+import { ClientError, Status } from 'nice-grpc';
+import { VimStatus } from '../gen/vimmon/common/v1/status.js';
+import type { VimMonitorAction2ConductorClient } from '../gen/vimmon/conductor/v1/conductor.js';
+import { statusFromProto, statusToProto } from '../common/vim-status.js';
+import type { DecidedStatus } from './decision.js';
+
+export type ReportOutcome =
+  /** A conductor stored the report; `status` is what it now holds. */
+  | { kind: 'stored'; status: DecidedStatus }
+  /** This action is not the VIM's current one (or the VIM is gone): exit. */
+  | { kind: 'bad-action' }
+  /** No conductor answered: retry with backoff, with the latest status. */
+  | { kind: 'unavailable'; error: string }
+  /** A conductor answered with an error retrying will not fix soon: retry at the heartbeat rate. */
+  | { kind: 'rejected'; error: string };
+
+export interface Report {
+  vimId: string;
+  actionId: string;
+  status: DecidedStatus;
+}
+
+export type Reporter = (report: Report, signal: AbortSignal) => Promise<ReportOutcome>;
+
+// Codes that say "no conductor could take this now", as opposed to a conductor
+// that took it and refused it.
+const retryableCodes: ReadonlySet<Status> = new Set([
+  Status.UNAVAILABLE,
+  Status.DEADLINE_EXCEEDED,
+  Status.RESOURCE_EXHAUSTED,
+  Status.ABORTED,
+  Status.CANCELLED,
+]);
+
+export interface ConductorReporterOptions {
+  client: VimMonitorAction2ConductorClient;
+  /** Deadline of one UpdateVim call. */
+  timeoutMs: number;
+}
+
+export function createConductorReporter({ client, timeoutMs }: ConductorReporterOptions): Reporter {
+  return async (report, signal) => {
+    if (signal.aborted) return { kind: 'unavailable', error: 'aborted' };
+    const call = new AbortController();
+    const onAbort = () => call.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      call.abort();
+    }, timeoutMs);
+    try {
+      const response = await client.updateVim(
+        { vimId: report.vimId, actionId: report.actionId, status: statusToProto(report.status) },
+        { signal: call.signal },
+      );
+      if (response.status === VimStatus.VIM_STATUS_BAD_ACTION) return { kind: 'bad-action' };
+      const stored = statusFromProto(response.status);
+      if (stored === undefined) return { kind: 'rejected', error: `conductor answered an unexpected status ${response.status}` };
+      return { kind: 'stored', status: stored };
+    } catch (err) {
+      if (timedOut) return { kind: 'unavailable', error: `DEADLINE_EXCEEDED: no answer within ${timeoutMs}ms` };
+      if (signal.aborted) return { kind: 'unavailable', error: 'aborted' };
+      if (err instanceof ClientError) {
+        const text = `${Status[err.code]}: ${err.details}`;
+        return retryableCodes.has(err.code) ? { kind: 'unavailable', error: text } : { kind: 'rejected', error: text };
+      }
+      // Not a gRPC status at all (a channel that cannot even be used): nobody answered.
+      return { kind: 'unavailable', error: (err as Error)?.message ?? String(err) };
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+  };
+}
