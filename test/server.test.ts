@@ -42,7 +42,7 @@ const base = {
 };
 
 async function grpcError(t: import('ava').ExecutionContext, p: Promise<unknown>, code: Status, field?: string) {
-  const err = (await t.throwsAsync(p)) as { code: Status; details: string };
+  const err = (await t.throwsAsync(p)) as unknown as { code: Status; details: string };
   t.is(err.code, code, err.details);
   if (field) t.true(err.details.startsWith(`${field}:`) || err.details.includes(field), `details name ${field}: ${err.details}`);
 }
@@ -211,7 +211,7 @@ test('server shutdown ends WatchVims streams with UNAVAILABLE', async (t) => {
   const pending = stream.next();
   await new Promise((r) => setTimeout(r, 100));
   await server.stop();
-  const err = (await t.throwsAsync(pending)) as { code: Status };
+  const err = (await t.throwsAsync(pending)) as unknown as { code: Status };
   t.is(err.code, Status.UNAVAILABLE);
 });
 
@@ -223,6 +223,6 @@ test('credentials are sealed to their row: a copied ciphertext does not open els
   await conn.connect();
   await conn.query(`update vim set credentials_sealed = (select credentials_sealed from vim where id = $1) where id = $2`, [a.vim!.id, b.vim!.id]);
   await conn.end();
-  const err = (await t.throwsAsync(client.getVim({ id: b.vim!.id }))) as { code: Status };
+  const err = (await t.throwsAsync(client.getVim({ id: b.vim!.id }))) as unknown as { code: Status };
   t.is(err.code, Status.INTERNAL);
 });

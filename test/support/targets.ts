@@ -1,0 +1,71 @@
+// Real endpoints for probes: a TCP listener that can be closed and reopened on
+// the same port (a VIM going down and coming back), and an HTTP server.
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer, type Server, type Socket } from 'node:net';
+
+export interface TcpTarget {
+  port: number;
+  url: string;
+  up: boolean;
+  close(): Promise<void>;
+  reopen(): Promise<void>;
+}
+
+export async function openTcpTarget(host = '127.0.0.1'): Promise<TcpTarget> {
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+  const listen = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      const s = createServer((sock) => {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+        sock.on('error', () => {});
+        sock.end();
+      });
+      s.once('error', reject);
+      s.listen(port, host, () => {
+        server = s;
+        resolve((s.address() as { port: number }).port);
+      });
+    });
+  const port = await listen(0);
+  const target: TcpTarget = {
+    port,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/v3`,
+    up: true,
+    async close() {
+      if (!server) return;
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server!.close(() => r()));
+      server = undefined;
+      target.up = false;
+    },
+    async reopen() {
+      await listen(port);
+      target.up = true;
+    },
+  };
+  return target;
+}
+
+export async function openHttpTarget(status = 200): Promise<{ url: string; hits: number; close(): Promise<void> }> {
+  const state = { hits: 0 };
+  const server: HttpServer = createHttpServer((req, res) => {
+    state.hits++;
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end('{"version":{"id":"v3.14"}}');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}/identity/v3`,
+    get hits() {
+      return state.hits;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
