@@ -1,0 +1,284 @@
+// The conductor against a real PostgreSQL: the fence, the event trail, the
+// NOTIFY, validation at the edge, and the contract every role serves.
+import { randomUUID } from 'node:crypto';
+import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import test, { type ExecutionContext } from 'ava';
+import pg from 'pg';
+import { MikroORM } from '@mikro-orm/postgresql';
+import { ClientError, createChannel, createClient, Status } from 'nice-grpc';
+import { VimStatus } from '../gen/vimmon/common/v1/status.js';
+import { VimMonitorAction2ConductorDefinition, type VimMonitorAction2ConductorClient } from '../gen/vimmon/conductor/v1/conductor.js';
+import { HealthCheckResponse_ServingStatus, HealthDefinition } from '../gen/grpc/health/v1/health.js';
+import { createLogger } from '../common/logger.js';
+import type { RunningRole } from '../common/role.js';
+import { entities } from '../db/entities.js';
+import { parseVimStatusNotification, vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
+import type { Orm } from '../db/connection.js';
+import { startConductor } from '../conductor/main.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { walkReflection } from './support/reflection-client.js';
+
+const logger = createLogger({ level: 'silent' });
+const conductorService = VimMonitorAction2ConductorDefinition.fullName;
+
+interface Harness {
+  db: TestDatabase;
+  sql: pg.Client;
+  conductor: RunningRole;
+  client: VimMonitorAction2ConductorClient;
+}
+
+async function startHarness(t: ExecutionContext, orm?: Orm): Promise<Harness> {
+  const db = await createTestDatabase(t);
+  const sql = new pg.Client({ connectionString: db.url });
+  await sql.connect();
+  t.teardown(() => sql.end());
+  const conductor = await startConductor({ logger, orm: orm ?? db.orm, address: '127.0.0.1:0' });
+  t.teardown(() => conductor.stop());
+  const channel = createChannel(conductor.address);
+  t.teardown(() => channel.close());
+  return { db, sql, conductor, client: createClient(VimMonitorAction2ConductorDefinition, channel) };
+}
+
+interface VimRowInput {
+  status?: 'PENDING' | 'REACHABLE' | 'UNREACHABLE';
+  actionId?: string;
+  deleted?: boolean;
+}
+
+async function insertVim(sql: pg.Client, input: VimRowInput = {}): Promise<{ id: string; actionId: string }> {
+  const id = randomUUID();
+  const actionId = input.actionId ?? randomUUID();
+  await sql.query(
+    `insert into vim (id, name, type, auth_url, probe, interval_ms, timeout_ms, probe_count, unreachable_after,
+                      report_interval_ms, stale_after_ms, status, action_id, action_assigned_at,
+                      created_at, updated_at, status_changed_at, deleted_at)
+     values ($1, $2, 'openstack', 'https://keystone.example:5000/v3', 'tcp', 1000, 500, 1, 3, 10000, 30000, $3, $4,
+             now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour',
+             case when $5::boolean then now() - interval '1 minute' end)`,
+    [id, `vim-${id.slice(0, 8)}`, input.status ?? 'PENDING', actionId, input.deleted ?? false],
+  );
+  return { id, actionId };
+}
+
+async function vimRow(sql: pg.Client, id: string) {
+  const { rows } = await sql.query(`select * from vim where id = $1`, [id]);
+  return rows[0] as Record<string, unknown> & { status: string; last_report_at: Date | null; status_changed_at: Date; updated_at: Date; action_id: string };
+}
+
+async function events(sql: pg.Client, vimId: string) {
+  const { rows } = await sql.query(`select id, from_status, to_status, action_id, created_at from vim_event where vim_id = $1 order by id`, [vimId]);
+  return rows as Array<{ id: string; from_status: string; to_status: string; action_id: string; created_at: Date }>;
+}
+
+async function listen(t: ExecutionContext, url: string): Promise<VimStatusNotification[]> {
+  const listener = new pg.Client({ connectionString: url });
+  await listener.connect();
+  t.teardown(() => listener.end());
+  const received: VimStatusNotification[] = [];
+  listener.on('notification', (n) => {
+    if (n.channel !== vimStatusChannel) return;
+    const parsed = parseVimStatusNotification(n.payload ?? '');
+    if (parsed) received.push(parsed);
+  });
+  await listener.query(`listen ${vimStatusChannel}`);
+  return received;
+}
+
+/** Notifications arrive asynchronously: a round trip on the listener's server flushes nothing, so poll briefly. */
+async function settle(predicate: () => boolean, ms = 1_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!predicate() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+}
+
+async function rejectsWith(t: ExecutionContext, call: Promise<unknown>, code: Status, field?: string) {
+  const err = await t.throwsAsync(call, { instanceOf: ClientError });
+  t.is(err?.code, code, err?.details);
+  if (field) t.regex(err?.details ?? '', new RegExp(`^${field}:`), `details name ${field}`);
+}
+
+test('an accepted report stores the status and the time of the report', async (t) => {
+  const { sql, client } = await startHarness(t);
+  const vim = await insertVim(sql, { status: 'PENDING' });
+  const before = await sql.query(`select now() as now`);
+  const reply = await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_REACHABLE });
+  t.is(reply.status, VimStatus.VIM_STATUS_REACHABLE);
+  const row = await vimRow(sql, vim.id);
+  t.is(row.status, 'REACHABLE');
+  t.truthy(row.last_report_at);
+  t.true(row.last_report_at!.getTime() >= (before.rows[0].now as Date).getTime());
+  t.is(row.action_id, vim.actionId, 'the conductor never changes the fencing token');
+});
+
+test('a transition writes one event row and one NOTIFY, in the same commit', async (t) => {
+  const { db, sql, client } = await startHarness(t);
+  const notifications = await listen(t, db.url);
+  const vim = await insertVim(sql, { status: 'PENDING' });
+  const old = await vimRow(sql, vim.id);
+
+  const reply = await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE });
+  t.is(reply.status, VimStatus.VIM_STATUS_UNREACHABLE);
+
+  const row = await vimRow(sql, vim.id);
+  t.true(row.status_changed_at.getTime() > old.status_changed_at.getTime());
+  t.true(row.updated_at.getTime() > old.updated_at.getTime());
+  const trail = await events(sql, vim.id);
+  t.is(trail.length, 1);
+  t.like(trail[0], { from_status: 'PENDING', to_status: 'UNREACHABLE', action_id: vim.actionId });
+  t.is(trail[0].created_at.getTime(), row.status_changed_at.getTime());
+
+  await settle(() => notifications.length >= 1);
+  await new Promise((r) => setTimeout(r, 100)); // a second NOTIFY would have arrived by now
+  t.is(notifications.length, 1);
+  t.deepEqual(notifications[0], {
+    eventId: Number(trail[0].id),
+    vimId: vim.id,
+    vimName: `vim-${vim.id.slice(0, 8)}`,
+    from: 'PENDING',
+    to: 'UNREACHABLE',
+    actionId: vim.actionId,
+    changedAt: notifications[0].changedAt,
+  });
+  t.is(new Date(notifications[0].changedAt).getTime(), row.status_changed_at.getTime());
+});
+
+test('a heartbeat (same status) refreshes last_report_at and writes no event and no NOTIFY', async (t) => {
+  const { db, sql, client } = await startHarness(t);
+  const notifications = await listen(t, db.url);
+  const vim = await insertVim(sql, { status: 'REACHABLE' });
+  const old = await vimRow(sql, vim.id);
+
+  const first = await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_REACHABLE });
+  const afterFirst = await vimRow(sql, vim.id);
+  await new Promise((r) => setTimeout(r, 5));
+  const second = await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_REACHABLE });
+  const afterSecond = await vimRow(sql, vim.id);
+
+  t.is(first.status, VimStatus.VIM_STATUS_REACHABLE);
+  t.is(second.status, VimStatus.VIM_STATUS_REACHABLE);
+  t.true(afterSecond.last_report_at!.getTime() > afterFirst.last_report_at!.getTime());
+  t.is(afterSecond.status_changed_at.getTime(), old.status_changed_at.getTime());
+  t.is(afterSecond.updated_at.getTime(), old.updated_at.getTime());
+  t.deepEqual(await events(sql, vim.id), []);
+  await new Promise((r) => setTimeout(r, 150));
+  t.is(notifications.length, 0);
+});
+
+test('a stale action, an unknown VIM and a deregistered VIM get BAD_ACTION and change nothing', async (t) => {
+  const { db, sql, client } = await startHarness(t);
+  const notifications = await listen(t, db.url);
+  const live = await insertVim(sql, { status: 'REACHABLE' });
+  const deleted = await insertVim(sql, { status: 'REACHABLE', deleted: true });
+  const liveBefore = await vimRow(sql, live.id);
+  const deletedBefore = await vimRow(sql, deleted.id);
+
+  const stale = await client.updateVim({ vimId: live.id, actionId: randomUUID(), status: VimStatus.VIM_STATUS_UNREACHABLE });
+  const unknown = await client.updateVim({ vimId: randomUUID(), actionId: live.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE });
+  const gone = await client.updateVim({ vimId: deleted.id, actionId: deleted.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE });
+
+  t.is(stale.status, VimStatus.VIM_STATUS_BAD_ACTION);
+  t.is(unknown.status, VimStatus.VIM_STATUS_BAD_ACTION);
+  t.is(gone.status, VimStatus.VIM_STATUS_BAD_ACTION);
+  t.deepEqual(await vimRow(sql, live.id), liveBefore);
+  t.deepEqual(await vimRow(sql, deleted.id), deletedBefore);
+  const { rows } = await sql.query(`select count(*)::int as n from vim_event`);
+  t.is(rows[0].n, 0);
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(notifications.length, 0);
+});
+
+test('concurrent reports from two actions for one VIM: only the row’s action is ever accepted, and the trail stays a chain', async (t) => {
+  const { sql, client } = await startHarness(t);
+  const vim = await insertVim(sql, { status: 'PENDING' });
+  const intruder = randomUUID();
+  const statuses = [VimStatus.VIM_STATUS_REACHABLE, VimStatus.VIM_STATUS_UNREACHABLE];
+  const rounds = 60;
+  const calls = [];
+  for (let i = 0; i < rounds; i++) {
+    const status = statuses[i % 2];
+    calls.push(client.updateVim({ vimId: vim.id, actionId: vim.actionId, status }).then((r) => ({ owner: true, sent: status, got: r.status })));
+    calls.push(client.updateVim({ vimId: vim.id, actionId: intruder, status }).then((r) => ({ owner: false, sent: status, got: r.status })));
+  }
+  const replies = await Promise.all(calls);
+  for (const reply of replies) {
+    if (reply.owner) t.is(reply.got, reply.sent, 'the owner’s report is stored as sent');
+    else t.is(reply.got, VimStatus.VIM_STATUS_BAD_ACTION, 'the intruder is fenced');
+  }
+  const trail = await events(sql, vim.id);
+  t.true(trail.length >= 1);
+  t.true(trail.every((e) => e.action_id === vim.actionId));
+  // FOR UPDATE makes each report see the status the previous one stored: no event repeats a transition.
+  t.is(trail[0].from_status, 'PENDING');
+  for (let i = 1; i < trail.length; i++) t.is(trail[i].from_status, trail[i - 1].to_status, `event ${i} continues the chain`);
+  for (const e of trail) t.not(e.from_status, e.to_status);
+  const row = await vimRow(sql, vim.id);
+  t.is(row.status, trail.at(-1)!.to_status);
+  t.is(row.action_id, vim.actionId);
+});
+
+test('bad input gets INVALID_ARGUMENT naming the field, before the database is asked', async (t) => {
+  const { sql, client } = await startHarness(t);
+  const vim = await insertVim(sql);
+  const ok = { vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_REACHABLE };
+  await rejectsWith(t, client.updateVim({ ...ok, vimId: '' }), Status.INVALID_ARGUMENT, 'vim_id');
+  await rejectsWith(t, client.updateVim({ ...ok, vimId: 'not-a-uuid' }), Status.INVALID_ARGUMENT, 'vim_id');
+  await rejectsWith(t, client.updateVim({ ...ok, vimId: `${vim.id}'; drop table vim; --` }), Status.INVALID_ARGUMENT, 'vim_id');
+  await rejectsWith(t, client.updateVim({ ...ok, actionId: '' }), Status.INVALID_ARGUMENT, 'action_id');
+  await rejectsWith(t, client.updateVim({ ...ok, actionId: '{' + vim.actionId + '}' }), Status.INVALID_ARGUMENT, 'action_id');
+  await rejectsWith(t, client.updateVim({ ...ok, status: VimStatus.VIM_STATUS_UNSPECIFIED }), Status.INVALID_ARGUMENT, 'status');
+  await rejectsWith(t, client.updateVim({ ...ok, status: VimStatus.VIM_STATUS_BAD_ACTION }), Status.INVALID_ARGUMENT, 'status');
+  await rejectsWith(t, client.updateVim({ ...ok, status: 99 as VimStatus }), Status.INVALID_ARGUMENT, 'status');
+  const row = await vimRow(sql, vim.id);
+  t.is(row.status, 'PENDING');
+  t.is(row.last_report_at, null);
+  // An upper-case UUID is still a UUID.
+  const reply = await client.updateVim({ ...ok, vimId: vim.id.toUpperCase(), actionId: vim.actionId.toUpperCase() });
+  t.is(reply.status, VimStatus.VIM_STATUS_REACHABLE);
+});
+
+test('a database that cannot be reached gives UNAVAILABLE, so the action retries', async (t) => {
+  const closed = createTcpServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  // Constructed, not init(): nothing connects until the conductor's first report.
+  const unreachable = new MikroORM({ clientUrl: `postgres://postgres@127.0.0.1:${port}/vimmon`, entities, pool: { min: 0, max: 2 }, allowGlobalContext: false });
+  t.teardown(() => unreachable.close(true));
+  const { client } = await startHarness(t, unreachable);
+  await rejectsWith(t, client.updateVim({ vimId: randomUUID(), actionId: randomUUID(), status: VimStatus.VIM_STATUS_REACHABLE }), Status.UNAVAILABLE);
+});
+
+test('health is SERVING for the server and for the conductor service', async (t) => {
+  const { conductor } = await startHarness(t);
+  const channel = createChannel(conductor.address);
+  t.teardown(() => channel.close());
+  const health = createClient(HealthDefinition, channel);
+  t.is((await health.check({ service: '' })).status, HealthCheckResponse_ServingStatus.SERVING);
+  t.is((await health.check({ service: conductorService })).status, HealthCheckResponse_ServingStatus.SERVING);
+});
+
+for (const version of ['v1', 'v1alpha'] as const) {
+  test(`reflection ${version} lists the service and a client with no .proto file can describe UpdateVim`, async (t) => {
+    const { conductor } = await startHarness(t);
+    const walk = await walkReflection(conductor.address, version);
+    t.true(walk.services.includes(conductorService), 'lists the conductor');
+    t.true(walk.services.includes('grpc.health.v1.Health'), 'lists health');
+    const method = walk.service(conductorService)?.methods.find((m) => m.name === 'UpdateVim');
+    t.is(method?.input.typeName, 'vimmon.conductor.v1.UpdateVimRequest');
+    t.is(method?.output.typeName, 'vimmon.conductor.v1.UpdateVimResponse');
+    // The status enum lives in an imported file, fetched by file_by_filename.
+    t.true(walk.files.has('vimmon/common/v1/status.proto'), 'resolved the imported status.proto');
+    t.is(method?.input.fields.find((f) => f.name === 'status')?.enum?.typeName, 'vimmon.common.v1.VimStatus');
+  });
+}
+
+test('stop() is idempotent, ends serving and leaves the caller’s database open', async (t) => {
+  const { db, sql, conductor, client } = await startHarness(t);
+  const vim = await insertVim(sql);
+  await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_REACHABLE });
+  await Promise.all([conductor.stop(), conductor.stop()]);
+  await conductor.stop();
+  await rejectsWith(t, client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_REACHABLE }), Status.UNAVAILABLE);
+  const rows = await db.orm.em.fork().getConnection().execute(`select count(*)::int as n from vim`);
+  t.is(rows[0].n, 1);
+});
