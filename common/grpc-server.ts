@@ -24,7 +24,7 @@ import {
 } from './errors.js';
 import { createHealthRegistry, ServingStatus, type HealthRegistry } from './health.js';
 import type { Logger } from './logger.js';
-import { createReflectionRegistrations } from './reflection.js';
+import { createReflectionServices } from './reflection.js';
 
 export interface ServiceEntry {
   definition: TsProtoServiceDefinition;
@@ -113,7 +113,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   }
   server.add(HealthDefinition, health.implementation);
   names.push(HealthDefinition.fullName);
-  for (const { definition, implementation } of createReflectionRegistrations(names)) {
+  for (const { definition, implementation } of createReflectionServices(names)) {
     server.add(definition, implementation as never);
   }
 
