@@ -1,0 +1,149 @@
+// Detection latency: from a VIM's endpoint closing to UNREACHABLE stored by a
+// conductor. One executor, one conductor, one Tacker server in this process,
+// against a real PostgreSQL; each VIM has its own real TCP listener, and the
+// listeners are closed at random moments. Prints JSON.
+//
+//   npm run bench:detection            (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres)
+//   VIMS=300 npm run bench:detection
+import { randomBytes } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type Server } from 'node:net';
+import { createChannel, createClient } from 'nice-grpc';
+import pg from 'pg';
+import { createLogger } from '../common/logger.js';
+import { startConductor } from '../conductor/main.js';
+import { openDatabase } from '../db/connection.js';
+import { startExecutor } from '../executor/main.js';
+import { VimStatus } from '../gen/vimmon/common/v1/status.js';
+import { ProbeKind, VimServiceDefinition } from '../gen/vimmon/tacker/v1/vim_service.js';
+import { startServer } from '../server/main.js';
+
+const vims = Number(process.env.VIMS ?? 200);
+// refused: the listener closes (connect refused at once). hang: an HTTP endpoint
+// stops answering (each attempt runs into its timeout) — the slow path.
+const configs = [
+  { intervalMs: 1_000, timeoutMs: 200, fault: 'refused' as const },
+  { intervalMs: 500, timeoutMs: 100, fault: 'refused' as const },
+  { intervalMs: 1_000, timeoutMs: 200, fault: 'hang' as const },
+];
+const baseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function listen(fault: 'refused' | 'hang'): Promise<{ server: Server; port: number; fail(): void }> {
+  let hanging = false;
+  const server =
+    fault === 'refused'
+      ? createServer((s) => {
+          s.on('error', () => {});
+          s.end();
+        })
+      : createHttpServer((req, res) => {
+          if (hanging) return; // accept, never answer
+          res.end('{}');
+        });
+  const fail = () => {
+    if (fault === 'refused') server.close();
+    else hanging = true;
+  };
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { server, port: (server.address() as { port: number }).port, fail };
+}
+
+async function run(config: (typeof configs)[number]) {
+  const name = `vimmon_bench_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: baseUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  const u = new URL(baseUrl);
+  u.pathname = `/${name}`;
+  const url = u.toString();
+  const logger = createLogger({ level: 'warn' });
+  const orm = await openDatabase({ url });
+  const conductor = await startConductor({ logger, orm, address: '127.0.0.1:0' });
+  const executor = await startExecutor({ logger, address: '127.0.0.1:0', conductorTarget: conductor.address });
+  const server = await startServer({
+    logger,
+    orm,
+    databaseUrl: url,
+    address: '127.0.0.1:0',
+    executors: [executor.address],
+    key: randomBytes(32),
+    reconcileIntervalMs: 5_000,
+  });
+  const channel = createChannel(server.address);
+  const client = createClient(VimServiceDefinition, channel);
+  const ms = (n: number) => ({ seconds: Math.floor(n / 1000), nanos: (n % 1000) * 1e6 });
+  const targets: Array<{ id: string; server: Server; fail(): void; closedAt?: number }> = [];
+  for (let i = 0; i < vims; i++) {
+    const t = await listen(config.fault);
+    const { vim } = await client.registerVim({
+      name: `bench-${i}`,
+      authUrl: `http://127.0.0.1:${t.port}/v3`,
+      monitor: { probe: config.fault === 'hang' ? ProbeKind.PROBE_KIND_HTTP : ProbeKind.PROBE_KIND_TCP, interval: ms(config.intervalMs), timeout: ms(config.timeoutMs), unreachableAfter: 1, reportInterval: ms(30_000) },
+    });
+    targets.push({ id: vim!.id, server: t.server, fail: t.fail });
+  }
+  // Wait until every VIM is REACHABLE.
+  for (let tries = 0; tries < 100; tries++) {
+    const r = await orm.em.fork().getConnection().execute(`select count(*)::int as n from vim where status = 'REACHABLE'`);
+    if (r[0].n === vims) break;
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  // Close each listener at a random moment over two intervals, so closes fall at every phase of the rounds.
+  const spreadMs = config.intervalMs * 2;
+  await Promise.all(
+    targets.map(
+      (t) =>
+        new Promise<void>((resolve) =>
+          setTimeout(() => {
+            t.closedAt = Date.now();
+            t.fail();
+            resolve();
+          }, Math.random() * spreadMs),
+        ),
+    ),
+  );
+  const deadline = Date.now() + config.intervalMs * 3 + 5_000;
+  let rows: Array<{ vim_id: string; at: Date }> = [];
+  while (Date.now() < deadline) {
+    rows = await orm.em
+      .fork()
+      .getConnection()
+      .execute(`select vim_id, min(created_at) as at from vim_event where to_status = 'UNREACHABLE' group by vim_id`);
+    if (rows.length === vims) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  const byId = new Map(targets.map((t) => [t.id, t.closedAt!]));
+  const latencies = rows.map((r) => new Date(r.at).getTime() - byId.get(r.vim_id)!).sort((a, b) => a - b);
+  channel.close();
+  for (const t of targets) {
+    t.server.close();
+    (t.server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+  }
+  await server.stop();
+  await executor.stop();
+  await conductor.stop();
+  await orm.close(true);
+  await admin.query(`drop database ${name} with (force)`);
+  await admin.end();
+  const budget = config.intervalMs + config.timeoutMs + 100;
+  return {
+    fault: config.fault,
+    intervalMs: config.intervalMs,
+    timeoutMs: config.timeoutMs,
+    vims,
+    detected: latencies.length,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    maxMs: latencies.at(-1),
+    targetP99Ms: budget,
+    meetsTarget: latencies.length === vims && percentile(latencies, 99) <= budget,
+  };
+}
+
+const results = [];
+for (const c of configs) results.push(await run(c));
+process.stdout.write(JSON.stringify({ bench: 'detection-latency', status: VimStatus[VimStatus.VIM_STATUS_UNREACHABLE], results }, null, 2) + '\n');
