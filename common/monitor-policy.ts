@@ -77,7 +77,7 @@ function inRange(value: number, [min, max]: readonly [number, number], field: st
 export function resolveMonitorPolicy(policy: MonitorPolicy | undefined, prefix = 'monitor', base?: MonitorSettings): MonitorSettings {
   const p = policy;
   const f = (name: string) => `${prefix}.${name}`;
-  const probe = p && p.probe !== ProbeKind.PROBE_KIND_UNSPECIFIED ? probeName(p.probe, f('probe')) : (base?.probe ?? monitorDefaults.probe);
+  const probe = p?.probe ? probeName(p.probe, f('probe')) : (base?.probe ?? monitorDefaults.probe);
   const intervalMs = inRange(durationField(p?.interval, f('interval')) ?? base?.intervalMs ?? monitorDefaults.intervalMs, bounds.intervalMs, f('interval'), 'ms');
   const timeoutMs = inRange(durationField(p?.timeout, f('timeout')) ?? base?.timeoutMs ?? monitorDefaults.timeoutMs, bounds.timeoutMs, f('timeout'), 'ms');
   const count = inRange(p?.count || base?.count || monitorDefaults.count, bounds.count, f('count'), '');
