@@ -85,16 +85,17 @@ test('keystone: refused credentials are terminal, Keystone down is retryable', a
 
 test('keystone: the token is renewed before it expires, once for concurrent callers', async (t) => {
   const d = await double(t);
-  d.tokenTtlMs = 1_000;
+  d.tokenTtlMs = 2_000;
   const session = createKeystoneSession(configFor(d));
+  const t0 = performance.now();
   const concurrent = await Promise.all(Array.from({ length: 50 }, () => session.token()));
   t.is(new Set(concurrent).size, 1);
   t.is(d.tokensIssued, 1, '50 concurrent callers share one authentication');
   const first = concurrent[0]!;
-  await sleep(400);
+  await sleep(Math.max(0, t0 + 500 - performance.now()));
   t.is(await session.token(), first, 'early in its life the token is reused');
   t.is(d.tokensIssued, 1);
-  await sleep(450); // ≈850 ms: past 80% of the life, before expiry
+  await sleep(Math.max(0, t0 + 1_700 - performance.now())); // past 80% of the life, before expiry
   const renewed = await Promise.all(Array.from({ length: 20 }, () => session.token()));
   t.is(d.tokensIssued, 2, 'renewed once, before the old token expired');
   t.not(renewed[0], first);
