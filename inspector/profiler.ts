@@ -1,0 +1,176 @@
+// Doctor's profiler points for each fault (one host state change): event
+// detected (T00), received (T01), affected VMs found (T02), alarms sent (T03),
+// host forced down (T04), last VM reset (T05). Kept in memory for the most
+// recent faults (ListFaultProfiles) and logged once the Nova work is over.
+import type { Logger } from '../common/logger.js';
+
+export interface FaultProfileData {
+  faultId: string;
+  host: string;
+  status: 'down' | 'up';
+  monitor: string;
+  monitorEventId: string;
+  eventTime: Date | undefined;
+  receivedAt: Date;
+  vmsFoundAt: Date | undefined;
+  vmCount: number;
+  alarmsSentAt: Date | undefined;
+  alarmCount: number;
+  alarmsStoredAt: Date | undefined;
+  hostForcedDownAt: Date | undefined;
+  lastVmResetAt: Date | undefined;
+  vmsReset: number;
+  vmsGone: number;
+  vmsFailed: number;
+  retries: number;
+  errors: string[];
+  completedAt: Date | undefined;
+  /** performance.now() at each point, for sub-millisecond durations. */
+  hr: Partial<Record<ProfilePoint, number>>;
+}
+
+export type ProfilePoint = 'received' | 'vmsFound' | 'alarmsSent' | 'alarmsStored' | 'hostForced' | 'lastVmReset' | 'completed';
+
+/** Milliseconds (fractional) from receipt to a point, if reached. */
+export function sinceReceived(d: FaultProfileData, point: ProfilePoint): number | undefined {
+  const t = d.hr[point];
+  const r = d.hr.received;
+  return t === undefined || r === undefined ? undefined : t - r;
+}
+
+export interface FaultProfile {
+  readonly data: Readonly<FaultProfileData>;
+  vmsFound(count: number): void;
+  alarmsSent(count: number): void;
+  alarmsStored(): void;
+  hostForced(): void;
+  vmReset(): void;
+  vmGone(): void;
+  vmFailed(error: string): void;
+  hostFailed(error: string): void;
+  retried(): void;
+  /** Nova work over; logs the profile. */
+  complete(note?: string): void;
+}
+
+export interface Profiler {
+  start(meta: Pick<FaultProfileData, 'faultId' | 'host' | 'status' | 'monitor' | 'monitorEventId' | 'eventTime' | 'receivedAt'>): FaultProfile;
+  get(faultId: string): FaultProfileData | undefined;
+  /** Newest first. */
+  list(options?: { host?: string; limit?: number }): FaultProfileData[];
+  readonly capacity: number;
+}
+
+/** At most this many distinct errors are kept per fault; the count of failures is kept whole. */
+const maxErrors = 20;
+
+export function createProfiler(options: { logger: Logger; capacity?: number }): Profiler {
+  const capacity = options.capacity ?? 1_000;
+  const profiles = new Map<string, FaultProfileData>(); // insertion order = age
+
+  return {
+    capacity,
+    start(meta) {
+      const d: FaultProfileData = {
+        ...meta,
+        vmsFoundAt: undefined,
+        vmCount: 0,
+        alarmsSentAt: undefined,
+        alarmCount: 0,
+        alarmsStoredAt: undefined,
+        hostForcedDownAt: undefined,
+        lastVmResetAt: undefined,
+        vmsReset: 0,
+        vmsGone: 0,
+        vmsFailed: 0,
+        retries: 0,
+        errors: [],
+        completedAt: undefined,
+        hr: { received: performance.now() },
+      };
+      profiles.set(d.faultId, d);
+      if (profiles.size > capacity) profiles.delete(profiles.keys().next().value!);
+      const addError = (e: string) => {
+        if (d.errors.length < maxErrors) d.errors.push(e);
+      };
+      return {
+        data: d,
+        vmsFound(count) {
+          d.vmsFoundAt = new Date();
+          d.hr.vmsFound = performance.now();
+          d.vmCount = count;
+        },
+        alarmsSent(count) {
+          d.alarmsSentAt = new Date();
+          d.hr.alarmsSent = performance.now();
+          d.alarmCount = count;
+        },
+        alarmsStored() {
+          d.alarmsStoredAt = new Date();
+          d.hr.alarmsStored = performance.now();
+        },
+        hostForced() {
+          d.hostForcedDownAt = new Date();
+          d.hr.hostForced = performance.now();
+        },
+        vmReset() {
+          d.vmsReset++;
+          d.lastVmResetAt = new Date();
+          d.hr.lastVmReset = performance.now();
+        },
+        vmGone() {
+          d.vmsGone++;
+        },
+        vmFailed(error) {
+          d.vmsFailed++;
+          addError(error);
+        },
+        hostFailed(error) {
+          addError(error);
+        },
+        retried() {
+          d.retries++;
+        },
+        complete(note) {
+          d.completedAt = new Date();
+          d.hr.completed = performance.now();
+          if (note) addError(note);
+          const since = (point: ProfilePoint) => {
+            const ms = sinceReceived(d, point);
+            return ms === undefined ? undefined : Math.round(ms * 1000) / 1000;
+          };
+          options.logger.info('fault handled', {
+            faultId: d.faultId,
+            host: d.host,
+            status: d.status,
+            vms: d.vmCount,
+            alarms: d.alarmCount,
+            detectedToReceivedMs: d.eventTime ? d.receivedAt.getTime() - d.eventTime.getTime() : undefined,
+            vmsFoundMs: since('vmsFound'),
+            alarmsSentMs: since('alarmsSent'),
+            alarmsStoredMs: since('alarmsStored'),
+            hostForcedMs: since('hostForced'),
+            lastVmResetMs: since('lastVmReset'),
+            completedMs: since('completed'),
+            vmsReset: d.vmsReset,
+            vmsGone: d.vmsGone,
+            vmsFailed: d.vmsFailed,
+            retries: d.retries,
+            errors: d.errors.length > 0 ? d.errors : undefined,
+          });
+        },
+      };
+    },
+    get(faultId) {
+      return profiles.get(faultId);
+    },
+    list({ host, limit } = {}) {
+      const out: FaultProfileData[] = [];
+      const all = [...profiles.values()];
+      for (let i = all.length - 1; i >= 0 && out.length < (limit ?? capacity); i--) {
+        if (!host || all[i]!.host === host) out.push(all[i]!);
+      }
+      return out;
+    },
+  };
+}
