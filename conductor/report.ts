@@ -5,6 +5,7 @@ import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { UpdateVimRequest } from '../gen/vimmon/conductor/v1/conductor.js';
 import type { StoredStatus } from '../db/entities.js';
 import { InvalidArgumentError } from '../common/errors.js';
+import { statusFromProto } from '../common/vim-status.js';
 
 export interface Report {
   vimId: string;
@@ -16,22 +17,10 @@ export interface Report {
 // no hyphens) are refused so that a VIM id has one form on the wire.
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const toStored: ReadonlyMap<VimStatus, StoredStatus> = new Map([
-  [VimStatus.VIM_STATUS_PENDING, 'PENDING'],
-  [VimStatus.VIM_STATUS_REACHABLE, 'REACHABLE'],
-  [VimStatus.VIM_STATUS_UNREACHABLE, 'UNREACHABLE'],
-]);
-
-const fromStored: Readonly<Record<StoredStatus, VimStatus>> = {
-  PENDING: VimStatus.VIM_STATUS_PENDING,
-  REACHABLE: VimStatus.VIM_STATUS_REACHABLE,
-  UNREACHABLE: VimStatus.VIM_STATUS_UNREACHABLE,
-};
-
 export function parseReport(request: UpdateVimRequest): Report {
   const vimId = uuidField('vim_id', request.vimId);
   const actionId = uuidField('action_id', request.actionId);
-  const status = toStored.get(request.status);
+  const status = statusFromProto(request.status);
   if (status === undefined) {
     throw new InvalidArgumentError(
       'status',
@@ -39,13 +28,6 @@ export function parseReport(request: UpdateVimRequest): Report {
     );
   }
   return { vimId, actionId, status };
-}
-
-export function storedToVimStatus(status: StoredStatus): VimStatus {
-  const mapped = fromStored[status];
-  // The schema's check constraint makes this unreachable; say so loudly if it ever is not.
-  if (mapped === undefined) throw new Error(`unexpected stored VIM status ${JSON.stringify(status)}`);
-  return mapped;
 }
 
 function uuidField(field: string, value: string): string {

@@ -4,7 +4,8 @@ import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { VimMonitorAction2ConductorServiceImplementation } from '../gen/vimmon/conductor/v1/conductor.js';
 import type { Logger } from '../common/logger.js';
 import type { FencedStatusWriter } from './fencing.js';
-import { parseReport, storedToVimStatus } from './report.js';
+import { statusToProto } from '../common/vim-status.js';
+import { parseReport } from './report.js';
 
 export interface ConductorServiceOptions {
   logger: Logger;
@@ -21,7 +22,7 @@ export function createConductorService({ logger, writer }: ConductorServiceOptio
         return { status: VimStatus.VIM_STATUS_BAD_ACTION };
       }
       if (outcome.changed) logger.info('vim status changed', { vimId: report.vimId, actionId: report.actionId, status: outcome.status });
-      return { status: storedToVimStatus(outcome.status) };
+      return { status: statusToProto(outcome.status) };
     },
   };
 }
