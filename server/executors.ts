@@ -24,6 +24,10 @@ export interface ExecutorPool {
   candidates(vimId: string): string[];
   start(executor: string, spec: ActionSpec, timeoutMs: number): Promise<void>;
   stop(executor: string, actionId: string, timeoutMs: number): Promise<void>;
+  /** Executors that answered their last health check. */
+  live(): string[];
+  /** Action ids running on the executor now. */
+  runningActions(executor: string, timeoutMs: number): Promise<Set<string>>;
   /** Health-polls every executor until signal aborts. */
   run(signal: AbortSignal): Promise<void>;
   close(): void;
@@ -95,6 +99,11 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
       const m = members.get(executor);
       if (!m) return; // an executor no longer configured: fencing stops its action
       await m.client.stopAction({ actionId }, { signal: AbortSignal.timeout(timeoutMs) });
+    },
+    live: () => [...members.entries()].filter(([, m]) => m.live === true).map(([a]) => a),
+    async runningActions(executor, timeoutMs) {
+      const r = await member(executor).client.listActions({}, { signal: AbortSignal.timeout(timeoutMs) });
+      return new Set(r.actions.map((a) => a.actionId));
     },
     async run(signal) {
       const intervalMs = options.healthIntervalMs ?? 1_000;

@@ -22,6 +22,8 @@ export interface ServerOptions {
   reconcileIntervalMs: number;
   startGraceMs?: number;
   executorHealthIntervalMs?: number;
+  /** How often live executors are asked for their actions, to replace those a restart lost. */
+  lostActionCheckMs?: number;
 }
 
 export async function startServer(options: ServerOptions): Promise<RunningRole> {
@@ -36,6 +38,7 @@ export async function startServer(options: ServerOptions): Promise<RunningRole> 
     logger,
     intervalMs: options.reconcileIntervalMs,
     startGraceMs: options.startGraceMs,
+    lostActionCheckMs: options.lostActionCheckMs,
   });
   const service = createVimService({ orm: options.orm, key: options.key, pool, handoff, hub, logger });
   const grpc = createGrpcServer({ logger, services: [serviceEntry(VimServiceDefinition, service)] });

@@ -22,6 +22,8 @@ export interface ReconcilerOptions {
   startGraceMs?: number;
   batchSize?: number;
   concurrency?: number;
+  /** How often live executors are asked which actions they run (restarted executors lose theirs). */
+  lostActionCheckMs?: number;
 }
 
 export interface Reconciler {
@@ -42,19 +44,50 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   const batchSize = options.batchSize ?? 200;
   const concurrency = options.concurrency ?? 32;
 
+  const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
+  let lastLostCheck = 0;
+  /** Actions a live executor should run but does not (it restarted): (vim id, action id) pairs. */
+  let lost: Array<[string, string]> = [];
+
+  async function findLostActions(): Promise<void> {
+    lost = [];
+    for (const executor of pool.live()) {
+      // Rows first, then the executor's list: an action started after this read is not judged.
+      const expected = await (orm.em.fork() as EntityManager).execute<Array<{ id: string; action_id: string }>>(
+        `select id, action_id from vim
+          where deleted_at is null and executor = ? and action_started
+            and action_assigned_at < now() - ? * interval '1 millisecond'`,
+        [executor, startGraceMs],
+      );
+      if (expected.length === 0) continue;
+      let running: Set<string>;
+      try {
+        running = await pool.runningActions(executor, 5_000);
+      } catch {
+        continue; // unreachable now: the stale limit covers it
+      }
+      for (const r of expected) if (!running.has(r.action_id)) lost.push([r.id, r.action_id]);
+    }
+    if (lost.length > 0) logger.warn('executors lost actions (restarted?); replacing them', { count: lost.length });
+  }
+
   async function claim(): Promise<Array<{ row: Vim; oldActionId: string; oldExecutor: string | null }>> {
     const em = orm.em.fork() as EntityManager;
+    // Postgres array literals: one parameter each, whatever the number of lost actions.
+    const lostVims = `{${lost.map(([id]) => id).join(',')}}`;
+    const lostActions = `{${lost.map(([, a]) => a).join(',')}}`;
     return em.transactional(async (tem) => {
       const rows = await tem.execute<ClaimedRow[]>(
         `select id, action_id, executor from vim
           where deleted_at is null
             and ((not action_started and action_assigned_at < now() - ? * interval '1 millisecond')
               or greatest(coalesce(last_report_at, action_assigned_at), action_assigned_at)
-                   < now() - stale_after_ms * interval '1 millisecond')
+                   < now() - stale_after_ms * interval '1 millisecond'
+              or (id, action_id) in (select unnest(?::uuid[]), unnest(?::uuid[])))
           order by action_assigned_at
           limit ?
           for update skip locked`,
-        [startGraceMs, batchSize],
+        [startGraceMs, lostVims, lostActions, batchSize],
       );
       const out: Array<{ row: Vim; oldActionId: string; oldExecutor: string | null }> = [];
       for (const r of rows) {
@@ -73,6 +106,10 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   async function pass(): Promise<number> {
     let total = 0;
+    if (Date.now() - lastLostCheck >= lostActionCheckMs) {
+      lastLostCheck = Date.now();
+      await findLostActions();
+    }
     while (true) {
       const claimed = await claim();
       total += claimed.length;
@@ -89,7 +126,10 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           }
         }),
       );
-      if (claimed.length < batchSize) return total;
+      if (claimed.length < batchSize) {
+        lost = [];
+        return total;
+      }
     }
   }
 

@@ -200,3 +200,27 @@ test('two servers, two conductors, two executors: exactly one accepted action pe
   const servedBy = await mesh.query<{ n: number }>(`select count(distinct executor)::int as n from vim`);
   t.is(servedBy[0]!.n, 2, 'both executors got a share');
 });
+
+test('an executor restarted in place: its lost actions are replaced well before the stale limit', async (t) => {
+  const mesh = await startMesh(t, { lostActionCheckMs: 300 });
+  const target = await openTcpTarget();
+  t.teardown(() => target.close());
+  // A long stale limit: only the lost-action check can explain a quick recovery.
+  const policy = { ...fast, reportInterval: ms(5_000), staleAfter: ms(60_000) };
+  const { vim } = await mesh.vims().registerVim({ name: 'restart', authUrl: target.url, monitor: policy });
+  await eventually(async () => (await statusOf(mesh, vim!.id)).status === VimStatus.VIM_STATUS_REACHABLE, 3_000, 'REACHABLE');
+  const t0 = Date.now();
+  await mesh.restartExecutor(0);
+  const exec = mesh.executorClient(0);
+  const replaced = await eventually(
+    async () => {
+      const now = await statusOf(mesh, vim!.id);
+      const running = (await exec.listActions({ vimIds: [vim!.id] })).actions;
+      return now.actionId !== vim!.actionId && running.some((a) => a.actionId === now.actionId) ? now : undefined;
+    },
+    8_000,
+    'a new action on the restarted executor',
+  );
+  t.true(Date.now() - t0 < 8_000, 'far below the 60 s stale limit');
+  t.is(replaced.status, VimStatus.VIM_STATUS_REACHABLE);
+});

@@ -18,6 +18,7 @@ export interface MeshOptions {
   executors?: number;
   reconcileIntervalMs?: number;
   startGraceMs?: number;
+  lostActionCheckMs?: number;
 }
 
 export interface Mesh {
@@ -29,6 +30,8 @@ export interface Mesh {
   vims(i?: number): VimServiceClient;
   executorClient(i: number): ExecutorServiceClient;
   startServer(): Promise<RunningRole>;
+  /** Stops executor i and starts a new one on the same address (a restart: its actions are gone). */
+  restartExecutor(i: number): Promise<void>;
   /** Every executor address the servers were configured with (stopped ones included). */
   executorAddresses: string[];
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
@@ -74,6 +77,7 @@ export async function startMesh(t: ExecutionContext, options: MeshOptions = {}):
       reconcileIntervalMs: options.reconcileIntervalMs ?? 200,
       startGraceMs: options.startGraceMs ?? 1_000,
       executorHealthIntervalMs: 100,
+      lostActionCheckMs: options.lostActionCheckMs ?? 500,
     });
     servers.push(r);
     roles.push(r);
@@ -95,6 +99,13 @@ export async function startMesh(t: ExecutionContext, options: MeshOptions = {}):
     vims: (i = 0) => createClient(VimServiceDefinition, channel(servers[i]!.address)),
     executorClient: (i) => createClient(ExecutorServiceDefinition, channel(executors[i]!.address)),
     startServer: launchServer,
+    async restartExecutor(i) {
+      const old = executors[i]!;
+      await old.stop();
+      const r = await startExecutor({ logger, address: old.address, conductorTarget, reportBackoff: { baseDelayMs: 50, maxDelayMs: 500 } });
+      executors[i] = r;
+      roles.push(r);
+    },
     async query(sql, params = []) {
       return (await db.orm.em.fork().getConnection().execute(sql, params as unknown[])) as never;
     },
