@@ -145,6 +145,7 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
   const jobs: Job[] = [];
   let pendingStore = 0;
   let wakeWriter: (() => void) | undefined;
+  let writerWakeScheduled = false;
   const storedWaiters: Array<{ id: number; resolve(): void }> = [];
 
   const subscribers = new Set<Subscriber>();
@@ -199,7 +200,15 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
     if (job.alarms.length === 0 && job.hosts.length === 0 && job.novaDone.length === 0) return;
     jobs.push(job);
     pendingStore += job.alarms.length;
-    wakeWriter?.();
+    // The writer starts after this turn of the event loop: the subscribers' writes
+    // reach their sockets first, then the rows are serialised.
+    if (!writerWakeScheduled) {
+      writerWakeScheduled = true;
+      setImmediate(() => {
+        writerWakeScheduled = false;
+        wakeWriter?.();
+      });
+    }
   }
 
   function refill(): Promise<void> {
@@ -358,7 +367,7 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
           await new Promise<void>((resolve) => {
             const done = () => {
               signal.removeEventListener('abort', done);
-              sub!.wake = undefined;
+              if (sub!.wake === done) sub!.wake = undefined;
               resolve();
             };
             sub!.wake = done;
@@ -396,7 +405,7 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
           await new Promise<void>((resolve) => {
             const done = () => {
               signal.removeEventListener('abort', done);
-              wakeWriter = undefined;
+              if (wakeWriter === done) wakeWriter = undefined;
               resolve();
             };
             wakeWriter = done;

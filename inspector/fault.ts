@@ -325,7 +325,10 @@ export function createFaultHandler(options: FaultHandlerOptions): FaultHandler {
       return { faultId, sent: Promise.resolve() };
     }
     const sent = raise();
-    track(sent.then(drive, () => {}));
+    // Nova work starts on the next turn of the event loop, once the alarms are on
+    // their way to the subscribers' sockets: a thousand requests to prepare must
+    // not stand between the event and the first alarm.
+    track(sent.then(() => new Promise<void>((resolve) => setImmediate(resolve))).then(drive, () => {}));
     return { faultId, sent };
   }
 

@@ -151,7 +151,7 @@ export function createVimAlarmSource(options: VimAlarmSourceOptions): VimAlarmSo
             await new Promise<void>((resolve) => {
               const done = () => {
                 signal.removeEventListener('abort', done);
-                wake = undefined;
+                if (wake === done) wake = undefined;
                 resolve();
               };
               wake = done;
