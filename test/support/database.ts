@@ -2,23 +2,36 @@
 // DATABASE_URL when set (CI), otherwise an embedded PostgreSQL started once per
 // worker process in a temporary folder.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import type { ExecutionContext } from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { openDatabase, type Orm } from '../../db/connection.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../db/embedded.js';
 
 let embedded: Promise<EmbeddedDatabase> | undefined;
 
+// Stop this worker's embedded PostgreSQL after its tests: a running server
+// would keep the worker alive until ava's timeout.
+test.after.always(async () => {
+  if (embedded) await (await embedded).stop();
+});
+
 async function serverUrl(): Promise<string> {
   if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
   embedded ??= (async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'vimmon-test-pg-'));
+    // As root, PostgreSQL runs as user postgres, which must be able to enter the folder.
+    chmodSync(dir, 0o755);
     const db = await startEmbeddedPostgres({ dataDir: dir });
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    return db;
+    return {
+      url: db.url,
+      async stop() {
+        await db.stop();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
   })();
   return (await embedded).url;
 }
