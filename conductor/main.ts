@@ -15,11 +15,16 @@ export interface ConductorOptions {
   orm: Orm;
   /** host:port; port 0 picks a free one. */
   address: string;
+  /**
+   * Report statements running at once (default 2); reports beyond them are
+   * stored together in the next statement. Each uses one pooled connection.
+   */
+  maxStatementsInFlight?: number;
 }
 
 export async function startConductor(options: ConductorOptions): Promise<RunningRole> {
   const logger = options.logger.child({ role: 'conductor' });
-  const service = createConductorService({ logger, writer: createFencedStatusWriter(options.orm) });
+  const service = createConductorService({ logger, writer: createFencedStatusWriter(options.orm, { maxStatementsInFlight: options.maxStatementsInFlight }) });
   const server = createGrpcServer({ logger, services: [serviceEntry(VimMonitorAction2ConductorDefinition, service)] });
   const address = withPort(options.address, await server.listen(options.address));
   logger.info('conductor listening', { address });

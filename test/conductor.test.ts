@@ -15,6 +15,8 @@ import { entities } from '../db/entities.js';
 import { parseVimStatusNotification, vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
 import type { Orm } from '../db/connection.js';
 import { startConductor } from '../conductor/main.js';
+import { createFencedStatusWriter, type ReportOutcome } from '../conductor/fencing.js';
+import { UnavailableError } from '../common/errors.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { walkReflection } from './support/reflection-client.js';
 
@@ -214,6 +216,79 @@ test('concurrent reports from two actions for one VIM: only the row’s action i
   const row = await vimRow(sql, vim.id);
   t.is(row.status, trail.at(-1)!.to_status);
   t.is(row.action_id, vim.actionId);
+});
+
+test('group commit: a burst of mixed reports shares statements and each is still fenced, evented and announced on its own', async (t) => {
+  const { db, sql } = await startHarness(t);
+  const notifications = await listen(t, db.url);
+  // One statement at a time: everything after the first report waits and goes together.
+  const writer = createFencedStatusWriter(db.orm, { maxStatementsInFlight: 1 });
+  const vims = await Promise.all(Array.from({ length: 40 }, (_, i) => insertVim(sql, { status: i % 2 === 0 ? 'PENDING' : 'REACHABLE', deleted: i % 10 === 9 })));
+  const calls: Array<Promise<{ kind: string; vim: { id: string; actionId: string }; outcome: ReportOutcome }>> = [];
+  vims.forEach((vim, i) => {
+    const deleted = i % 10 === 9;
+    const kind = deleted ? 'deleted' : i % 2 === 0 ? 'transition' : 'heartbeat';
+    calls.push(writer.record({ vimId: vim.id, actionId: vim.actionId, status: 'REACHABLE' }).then((outcome) => ({ kind, vim, outcome })));
+    // A stale action and an unknown VIM in the same burst.
+    calls.push(writer.record({ vimId: vim.id, actionId: randomUUID(), status: 'UNREACHABLE' }).then((outcome) => ({ kind: 'stale', vim, outcome })));
+    calls.push(writer.record({ vimId: randomUUID(), actionId: vim.actionId, status: 'UNREACHABLE' }).then((outcome) => ({ kind: 'unknown', vim, outcome })));
+  });
+  const results = await Promise.all(calls);
+  let transitions = 0;
+  for (const { kind, outcome } of results) {
+    if (kind === 'transition') {
+      transitions++;
+      t.deepEqual(outcome, { accepted: true, status: 'REACHABLE', changed: true });
+    } else if (kind === 'heartbeat') t.deepEqual(outcome, { accepted: true, status: 'REACHABLE', changed: false });
+    else t.deepEqual(outcome, { accepted: false }, kind);
+  }
+  const { rows } = await sql.query(`select vim_id, from_status, to_status, action_id from vim_event order by id`);
+  t.is(rows.length, transitions);
+  const byVim = new Map(vims.map((v, i) => [v.id, i]));
+  for (const row of rows) {
+    const i = byVim.get(row.vim_id)!;
+    t.is(i % 2, 0, 'only PENDING VIMs changed');
+    t.like(row, { from_status: 'PENDING', to_status: 'REACHABLE', action_id: vims[i].actionId });
+  }
+  const statuses = await sql.query(`select id, status, last_report_at from vim`);
+  for (const row of statuses.rows) {
+    const i = byVim.get(row.id)!;
+    if (i % 10 === 9) t.is(row.last_report_at, null, 'a deregistered VIM is untouched');
+    else t.is(row.status, 'REACHABLE');
+  }
+  await settle(() => notifications.length >= transitions);
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(notifications.length, transitions);
+  t.deepEqual(new Set(notifications.map((n) => n.eventId)).size, transitions, 'one NOTIFY per event');
+});
+
+test('a VIM row held by another transaction delays only its own statement, then gives UNAVAILABLE', async (t) => {
+  const { db, sql } = await startHarness(t);
+  const held = await insertVim(sql, { status: 'REACHABLE' });
+  const free = await insertVim(sql, { status: 'REACHABLE' });
+  const holder = new pg.Client({ connectionString: db.url });
+  await holder.connect();
+  t.teardown(() => holder.end());
+  await holder.query('begin');
+  await holder.query(`select 1 from vim where id = $1 for update`, [held.id]);
+
+  const writer = createFencedStatusWriter(db.orm, { maxStatementsInFlight: 2, lockTimeoutMs: 300 });
+  const started = Date.now();
+  const blocked = writer.record({ vimId: held.id, actionId: held.actionId, status: 'UNREACHABLE' }).then(
+    () => ({ settledMs: Date.now() - started, error: undefined as unknown }),
+    (error: unknown) => ({ settledMs: Date.now() - started, error }),
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  const other = await writer.record({ vimId: free.id, actionId: free.actionId, status: 'UNREACHABLE' });
+  const otherMs = Date.now() - started;
+  t.deepEqual(other, { accepted: true, status: 'UNREACHABLE', changed: true });
+  const outcome = await blocked;
+  t.true(outcome.error instanceof UnavailableError, String(outcome.error));
+  t.true(outcome.settledMs >= 300, `waited ${outcome.settledMs} ms for the lock`);
+  t.true(otherMs < outcome.settledMs, 'the other VIM did not wait behind it');
+  await holder.query('rollback');
+  t.is((await vimRow(sql, held.id)).status, 'REACHABLE');
+  t.deepEqual(await writer.record({ vimId: held.id, actionId: held.actionId, status: 'UNREACHABLE' }), { accepted: true, status: 'UNREACHABLE', changed: true });
 });
 
 test('bad input gets INVALID_ARGUMENT naming the field, before the database is asked', async (t) => {
