@@ -52,10 +52,10 @@ test('a pass replaces stale and unconfirmed actions only; a second pass changes 
   const reconciler = await make(db.orm);
 
   t.is(await reconciler.pass(), 2);
-  const rows = new Map(
-    (await db.orm.em.fork().getConnection().execute(`select id, action_id, action_started, executor from vim`)).map((r: { id: string }) => [r.id, r]),
-  );
-  const changed = (v: { id: string; actionId: string }) => rows.get(v.id).action_id !== v.actionId;
+  type Row = { id: string; action_id: string; action_started: boolean; executor: string };
+  const list = (await db.orm.em.fork().getConnection().execute(`select id, action_id, action_started, executor from vim`)) as Row[];
+  const rows = new Map(list.map((r) => [r.id, r]));
+  const changed = (v: { id: string; actionId: string }) => rows.get(v.id)!.action_id !== v.actionId;
   t.true(changed(stale));
   t.true(changed(unconfirmed));
   t.false(changed(fresh));
@@ -63,9 +63,9 @@ test('a pass replaces stale and unconfirmed actions only; a second pass changes 
   t.false(changed(newAction), 'a new action gets a whole stale window');
   t.false(changed(deleted));
   t.deepEqual(new Set(executor.starts.map((s) => s.vimId)), new Set([stale.id, unconfirmed.id]));
-  t.true(rows.get(stale.id).action_started);
-  t.is(rows.get(stale.id).executor, executor.address);
-  t.true(executor.starts.every((s) => s.actionId === rows.get(s.vimId).action_id), 'the executor got the ids now in the rows');
+  t.true(rows.get(stale.id)!.action_started);
+  t.is(rows.get(stale.id)!.executor, executor.address);
+  t.true(executor.starts.every((s) => s.actionId === rows.get(s.vimId)!.action_id), 'the executor got the ids now in the rows');
 
   const before = JSON.stringify(await db.orm.em.fork().getConnection().execute(`select * from vim order by id`));
   t.is(await reconciler.pass(), 0);
