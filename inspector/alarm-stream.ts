@@ -65,7 +65,11 @@ export interface AlarmHubStats {
 export interface AlarmHub {
   /** Reads the last id and reserves the first ids. */
   start(): Promise<void>;
-  /** Sends the alarms to every matching subscriber and queues them, with the host rows, for storage. Resolves once sent. */
+  /**
+   * Sends the alarms to every matching subscriber and queues them, with the host
+   * rows, for storage. Resolves once sent. The drafts become the alarms: callers
+   * hand over fresh objects.
+   */
   raise(drafts: AlarmDraft[], hosts?: HostRecord[]): Promise<AlarmRecord[]>;
   /** Queues host rows or Nova marks for storage, with no alarm. */
   record(hosts: HostRecord[], novaDone?: NovaDoneMark[]): void;
@@ -92,9 +96,12 @@ export class SubscriberOverflowError extends Error {
 }
 
 type Match = ((a: AlarmRecord) => boolean) | undefined;
+type KeyField = 'host' | 'projectId' | 'instanceId' | 'vimId';
 
 interface Subscriber {
   match: Match;
+  /** The filter's most selective list, to look a batch up by. */
+  key: { field: KeyField; values: string[] } | undefined;
   /** Alarms at or below this id were delivered by the catch-up. */
   afterId: number;
   queue: Array<AlarmRecord | undefined>;
@@ -167,7 +174,13 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
     const ids = takeIds(drafts.length);
     const raisedAt = new Date();
     const alarms = new Array<AlarmRecord>(drafts.length);
-    for (let i = 0; i < drafts.length; i++) alarms[i] = { ...drafts[i]!, alarmId: ids[i]!, raisedAt };
+    // The drafts become the alarms (raise takes them over): no copy on the live path.
+    for (let i = 0; i < drafts.length; i++) {
+      const a = drafts[i] as AlarmRecord;
+      a.alarmId = ids[i]!;
+      a.raisedAt = raisedAt;
+      alarms[i] = a;
+    }
     if (alarms.length > 0) lastAlarmId = alarms[alarms.length - 1]!.alarmId;
     for (const a of alarms) log.push(a);
     fanOut(alarms);
@@ -177,9 +190,31 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
   }
 
   function fanOut(alarms: AlarmRecord[]) {
+    // A large batch is indexed by the field a subscriber filters on, so a
+    // tenant's stream looks at its own VMs' alarms only, not at the host's all.
+    const indexes = new Map<KeyField, Map<string, AlarmRecord[]>>();
+    const indexed = (field: KeyField) => {
+      let index = indexes.get(field);
+      if (!index) {
+        index = new Map();
+        for (const a of alarms) {
+          const group = index.get(a[field]);
+          if (group) group.push(a);
+          else index.set(a[field], [a]);
+        }
+        indexes.set(field, index);
+      }
+      return index;
+    };
     for (const sub of subscribers) {
+      let candidates = alarms;
+      if (sub.key && alarms.length >= 32) {
+        const index = indexed(sub.key.field);
+        if (sub.key.values.length === 1) candidates = index.get(sub.key.values[0]!) ?? [];
+        else candidates = sub.key.values.flatMap((v) => index.get(v) ?? []).sort((x, y) => x.alarmId - y.alarmId);
+      }
       let pushed = false;
-      for (const a of alarms) {
+      for (const a of candidates) {
         if (a.alarmId > sub.afterId && (!sub.match || sub.match(a))) {
           sub.queue.push(a);
           pushed = true;
@@ -346,13 +381,24 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
         }
         // Joining is synchronous with taking the log's tail: no gap, no duplicate.
         const tail = log.slice(i).filter((a) => !match || match(a));
-        sub = { match, afterId: cursor, queue: tail, head: 0, overflowed: false, wake: undefined };
+        sub = { match, key: filterKey(opts.filter), afterId: cursor, queue: tail, head: 0, overflowed: false, wake: undefined };
         subscribers.add(sub);
       }
       try {
+        // Writes since this stream last let the event loop run. Every stream's
+        // first alarm after a wake-up goes out before any stream's second: a
+        // burst of a thousand alarms to a hundred streams would otherwise be
+        // encoded whole before the first byte reached a socket.
+        let burst = 0;
         while (true) {
           if (sub.overflowed) throw new SubscriberOverflowError(lastDelivered, queueSize);
           if (sub.head < sub.queue.length) {
+            if (burst === 1 || burst >= 32) {
+              await new Promise<void>((resolve) => setImmediate(resolve));
+              if (burst === 1) burst++;
+              else burst = 2;
+              continue;
+            }
             const a = sub.queue[sub.head]!;
             sub.queue[sub.head++] = undefined;
             if (sub.head > 1_024 && sub.head * 2 > sub.queue.length) {
@@ -361,8 +407,10 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
             }
             yield a;
             lastDelivered = a.alarmId;
+            burst++;
             continue;
           }
+          burst = 0;
           if (signal.aborted) return;
           await new Promise<void>((resolve) => {
             const done = () => {
@@ -443,6 +491,21 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
   }
 
   return hub;
+}
+
+function filterKey(filter: AlarmFilter | undefined): Subscriber['key'] {
+  if (!filter) return undefined;
+  const lists: Array<[KeyField, string[]]> = [
+    ['instanceId', filter.instanceIds],
+    ['projectId', filter.projectIds],
+    ['host', filter.hosts],
+    ['vimId', filter.vimIds],
+  ];
+  let best: Subscriber['key'];
+  for (const [field, values] of lists) {
+    if (values.length > 0 && (!best || values.length < best.values.length)) best = { field, values: [...new Set(values)] };
+  }
+  return best;
 }
 
 /** undefined matches everything; each non-empty list must contain the alarm's field. */

@@ -8,7 +8,6 @@ import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
 import type { Orm } from '../db/connection.js';
-import { InspectorServiceDefinition } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { createAlarmStore } from './alarm-store.js';
 import { createAlarmHub } from './alarm-stream.js';
 import { createDoctorHttpServer } from './doctor-http.js';
@@ -18,7 +17,7 @@ import { runNotificationConsumer } from './notifications.js';
 import { createNovaClient, type NovaClient } from './nova.js';
 import { loadOpenStackConfig } from './openstack-config.js';
 import { createProfiler } from './profiler.js';
-import { createInspectorService } from './service.js';
+import { createInspectorService, inspectorServiceDefinition } from './service.js';
 import { createVimAlarmSource } from './vim-alarms.js';
 import { createVmCache } from './vm-cache.js';
 
@@ -119,7 +118,7 @@ export async function startInspector(options: InspectorOptions): Promise<Running
       missingConfig: missing,
     }),
   });
-  const grpc = createGrpcServer({ logger, services: [serviceEntry(InspectorServiceDefinition, service)] });
+  const grpc = createGrpcServer({ logger, services: [serviceEntry(inspectorServiceDefinition, service)] });
   const http = createDoctorHttpServer({ logger, report: (events) => fault.report(events) });
 
   const storing = new AbortController(); // stopped last: the Nova marks of the last faults are stored too

@@ -4,7 +4,9 @@ import { ServerError, Status } from 'nice-grpc';
 import { InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { msToDuration } from '../common/duration.js';
 import {
+  Alarm,
   AlarmType,
+  InspectorServiceDefinition,
   type AlarmFilter,
   type FaultProfile,
   type InspectorServiceImplementation,
@@ -30,6 +32,26 @@ export interface InspectorServiceOptions {
   profiler: Profiler;
   status(): InspectorStatusSource;
 }
+
+/**
+ * InspectorServiceDefinition with each alarm encoded once, however many streams
+ * it goes to. The stock path copies every message (fromPartial) and encodes it
+ * per stream; alarm objects are complete and shared, so the bytes are too.
+ */
+export const inspectorServiceDefinition: typeof InspectorServiceDefinition = (() => {
+  const encoded = new WeakMap<object, Uint8Array>();
+  const bytes = (a: Alarm) => {
+    let b = encoded.get(a);
+    if (!b) encoded.set(a, (b = Alarm.encode(a).finish()));
+    return b;
+  };
+  const subscribe = InspectorServiceDefinition.methods.subscribeAlarms;
+  const responseType = { ...Alarm, fromPartial: undefined, encode: (a: Alarm) => ({ finish: () => bytes(a) }) };
+  return {
+    ...InspectorServiceDefinition,
+    methods: { ...InspectorServiceDefinition.methods, subscribeAlarms: { ...subscribe, responseType } },
+  } as unknown as typeof InspectorServiceDefinition;
+})();
 
 const maxEventsPerRequest = 10_000;
 const knownTypes = new Set<number>(

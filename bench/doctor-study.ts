@@ -1,0 +1,447 @@
+// OPNFV Doctor's notification study, side by side in one run: the alarm sent
+// only once every Nova call is over (conservative) or first (shortcut), with
+// the Nova calls one at a time (serial) or in parallel under a bound, for
+// hosts of 1, 10, 25, 50 and 1,000 VMs, every Nova call taking 250 ms (the
+// Keystone + Nova double's injected latency). The inspector and the Nova
+// double each run in a child process; this process plays the monitor and the
+// consumers: 100 subscribers, each a tenant's VNF manager filtering on its
+// project (the VMs are spread over 100 projects), and one admin subscriber
+// taking everything. Each inspector handles one warm-up fault (not counted)
+// before the measured ones. Prints JSON.
+//
+// Measured per fault, from just before ReportEvents is sent:
+//   alarm at a consumer: its first alarm of the fault (p50/p99 over every
+//     consumer that had a VM on the host, over several faults), and its last;
+//   admin: HOST_DOWN (the first alarm raised) and the fault's last alarm;
+//   every VM in error: when Nova answered the last reset-state (the
+//     inspector's profile, from the event's receipt);
+//   inspector profile: event received → alarms sent, inside the inspector.
+// Serial Nova work for 1,000 VMs takes 250 s per fault: that cell is not run
+// but extrapolated from the 50-VM serial runs (per-call time × 1,000), and
+// marked so. The shortcut serial column still measures its 1,000-VM alarms.
+//
+//   npm run bench:doctor           (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres)
+//   QUICK=1 npm run bench:doctor   (fewer faults per cell)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { cpus, totalmem } from 'node:os';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createChannel, createClient, type Channel } from 'nice-grpc';
+import pg from 'pg';
+import { createLogger } from '../common/logger.js';
+import { openDatabase } from '../db/connection.js';
+import { AlarmType, InspectorServiceDefinition, type InspectorServiceClient } from '../gen/vimmon/inspector/v1/inspector_service.js';
+import { durationToMs } from '../common/duration.js';
+import { startInspector } from '../inspector/main.js';
+import { startOpenStackDouble } from '../test/support/openstack-double.js';
+
+const thisFile = fileURLToPath(import.meta.url);
+
+interface ChildConfig {
+  databaseUrl: string;
+  env: NodeJS.ProcessEnv;
+  alarmTiming: 'before-nova' | 'after-nova';
+  novaConcurrency: number;
+}
+
+// ---------------------------------------------------------------------------
+// Parent.
+
+/** The Nova double in its own process, driven by JSON lines on stdin. */
+interface DoubleHandle {
+  env: NodeJS.ProcessEnv;
+  /** Removes every server, adds these hosts (VM i of a host in project-(i mod 100)); returns host → VM ids. */
+  setHosts(hosts: Array<{ host: string; vms: number }>): Promise<Record<string, string[]>>;
+  /** Latency of the fault path's calls (reset-state, os-services). */
+  setLatency(ms: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function startDoubleChild(): Promise<DoubleHandle> {
+  const child = spawn(process.execPath, ['--import', 'tsx', thisFile, 'double-child'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! });
+  const waiting: Array<(line: string) => void> = [];
+  lines.on('line', (line) => waiting.shift()?.(line));
+  const request = (msg: unknown) =>
+    new Promise<unknown>((resolve) => {
+      waiting.push((line) => resolve(JSON.parse(line)));
+      if (msg !== undefined) child.stdin!.write(JSON.stringify(msg) + '\n');
+    });
+  const hello = (await request(undefined)) as { env: NodeJS.ProcessEnv };
+  return {
+    env: hello.env,
+    setHosts: async (hosts) => (await request({ op: 'hosts', hosts })) as Record<string, string[]>,
+    setLatency: async (ms) => void (await request({ op: 'latency', ms })),
+    close: async () => {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.stdin!.end();
+      await exited;
+    },
+  };
+}
+
+async function runDoubleChild() {
+  const d = await startOpenStackDouble({ pageSize: 1_000 });
+  const out = (v: unknown) => process.stdout.write(JSON.stringify(v) + '\n');
+  out({
+    env: {
+      OS_AUTH_URL: d.authUrl,
+      OS_USERNAME: d.credentials.username,
+      OS_PASSWORD: d.credentials.password,
+      OS_PROJECT_NAME: d.credentials.projectName,
+      OS_USER_DOMAIN_NAME: d.credentials.userDomainName,
+      OS_PROJECT_DOMAIN_NAME: d.credentials.projectDomainName,
+    },
+  });
+  const lines = createInterface({ input: process.stdin });
+  lines.on('line', (line) => {
+    const msg = JSON.parse(line) as { op: string; hosts?: Array<{ host: string; vms: number }>; ms?: number };
+    if (msg.op === 'hosts') {
+      for (const s of d.servers()) d.removeServer(s.id);
+      d.calls.length = 0;
+      const ids: Record<string, string[]> = {};
+      for (const { host, vms } of msg.hosts!) {
+        ids[host] = Array.from({ length: vms }, (_, i) => d.addServer({ host, name: `vm-${i}`, projectId: `project-${i % consumers}` }));
+      }
+      out(ids);
+    } else if (msg.op === 'latency') {
+      d.setLatency(msg.ms!, (_m, p) => /\/servers\/[^/]+\/action$/.test(p) || p.includes('/os-services'));
+      out({});
+    }
+  });
+  lines.on('close', () => void d.close().then(() => process.exit(0)));
+}
+
+interface Column {
+  name: string;
+  alarmTiming: 'before-nova' | 'after-nova';
+  novaConcurrency: number;
+}
+
+interface Sample {
+  consumerFirst: number[];
+  consumerLast: number[];
+  adminHostDown: number;
+  adminLast: number;
+  allInError: number | undefined;
+  novaDone: number | undefined;
+  inspectorAlarmsSent: number | undefined;
+}
+
+const quick = process.env.QUICK === '1';
+const vmCounts = [1, 10, 25, 50, 1_000];
+const latencyMs = 250;
+const consumers = 100;
+const baseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+function percentile(values: number[], p: number): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+const round = (v: number | undefined) => (v === undefined ? undefined : Math.round(v * 100) / 100);
+
+function summary(values: number[]) {
+  return { p50: round(percentile(values, 50)), p99: round(percentile(values, 99)), max: round(percentile(values, 100)), n: values.length };
+}
+
+async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+interface Arrivals {
+  first: number;
+  last: number;
+  count: number;
+}
+
+/** 100 project subscribers and one admin, recording arrival times per host. */
+function startSubscribers(client: InspectorServiceClient, controller: AbortController) {
+  const perConsumer = Array.from({ length: consumers }, () => new Map<string, Arrivals>());
+  const admin = new Map<string, Arrivals & { hostDown: number }>();
+  const note = (map: Map<string, Arrivals>, host: string, at: number) => {
+    const a = map.get(host);
+    if (a) {
+      a.last = at;
+      a.count++;
+    } else map.set(host, { first: at, last: at, count: 1 });
+  };
+  const streams: Promise<void>[] = [];
+  const run = (fn: () => Promise<void>) =>
+    streams.push(
+      fn().catch((err: unknown) => {
+        if (!controller.signal.aborted) throw err;
+      }),
+    );
+  for (let c = 0; c < consumers; c++) {
+    run(async () => {
+      for await (const a of client.subscribeAlarms({ liveOnly: true, filter: { projectIds: [`project-${c}`] } }, { signal: controller.signal })) {
+        note(perConsumer[c]!, a.host, performance.now());
+      }
+    });
+  }
+  run(async () => {
+    for await (const a of client.subscribeAlarms({ liveOnly: true }, { signal: controller.signal })) {
+      const at = performance.now();
+      note(admin, a.host, at);
+      if (a.type === AlarmType.ALARM_TYPE_HOST_DOWN) (admin.get(a.host) as Arrivals & { hostDown: number }).hostDown = at;
+    }
+  });
+  return { perConsumer, admin, streams };
+}
+
+async function startChild(config: ChildConfig): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', thisFile, 'inspector-child'], {
+    env: { ...process.env, DOCTOR_STUDY_CHILD: JSON.stringify(config) },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`inspector child exited with ${code}`)));
+  });
+  return { child, address: (JSON.parse(line) as { address: string }).address };
+}
+
+async function stopChild(child: ChildProcess) {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.stdin!.end();
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+interface CellPlan {
+  vms: number;
+  faults: number;
+  /** Wait for the Nova work before the next fault (false: it goes on in the background). */
+  waitNova: boolean;
+}
+
+async function runColumn(d: DoubleHandle, databaseUrl: string, column: Column, cells: CellPlan[], nova: { latencyMs: number }) {
+  // Fresh hosts for this column only, so that the snapshot holds just these;
+  // the first host is the warm-up fault.
+  const plan: Array<{ host: string; vms: number; cell: number }> = [{ host: `${column.name}-warmup`, vms: 1_000, cell: -1 }];
+  cells.forEach((cell, i) => {
+    for (let k = 0; k < cell.faults; k++) plan.push({ host: `${column.name}-${cell.vms}-${k}`, vms: cell.vms, cell: i });
+  });
+  const hostsOf = await d.setHosts(plan.map(({ host, vms }) => ({ host, vms })));
+  await d.setLatency(0); // the warm-up fault, quickly, whatever the column
+  const { child, address } = await startChild({ databaseUrl, env: d.env, alarmTiming: column.alarmTiming, novaConcurrency: column.novaConcurrency });
+  const channel: Channel = createChannel(address);
+  const client = createClient(InspectorServiceDefinition, channel);
+  const controller = new AbortController();
+  const total = plan.reduce((n, p) => n + p.vms, 0);
+  await eventually(async () => (await client.getStatus({})).cachedVms === total, 120_000, 'the inspector cache snapshot');
+  const subs = startSubscribers(client, controller);
+  await eventually(async () => (await client.getStatus({})).subscribers === consumers + 1, 30_000, 'the subscribers');
+
+  const results: Array<{ vms: number; samples: Sample[] }> = cells.map((c) => ({ vms: c.vms, samples: [] }));
+  for (const { host, vms, cell } of plan) {
+    const waitNova = cell < 0 || cells[cell]!.waitNova;
+    const expectedPerConsumer = new Map<number, number>();
+    for (let i = 0; i < vms; i++) expectedPerConsumer.set(i % consumers, (expectedPerConsumer.get(i % consumers) ?? 0) + 1);
+    await new Promise((r) => setTimeout(r, 50)); // a quiet start for each fault
+    const t0 = performance.now();
+    const reply = await client.reportEvents({ events: [{ time: new Date(), type: 'compute.host.down', hostname: host, status: 'down', monitor: 'doctor-study', monitorEventId: randomUUID() }] });
+    const faultId = reply.faultIds[0]!;
+    await eventually(
+      () => subs.admin.get(host)?.count === vms + 1 && [...expectedPerConsumer].every(([c, n]) => subs.perConsumer[c]!.get(host)?.count === n),
+      column.alarmTiming === 'after-nova' ? 600_000 : 60_000,
+      `the alarms of ${host}`,
+    );
+    const profile = waitNova
+      ? await eventually(async () => {
+          const p = (await client.getFaultProfile({ faultId })).profile;
+          return p?.completedAt ? p : undefined;
+        }, 600_000, `the Nova work of ${host}`)
+      : (await client.getFaultProfile({ faultId })).profile;
+    if (cell < 0) {
+      await d.setLatency(nova.latencyMs);
+      continue;
+    }
+    if (waitNova && hostsOf[host]!.length !== profile?.vmsReset) throw new Error(`${host}: ${profile?.vmsReset} of ${vms} VMs reset`);
+    const admin = subs.admin.get(host)! as Arrivals & { hostDown: number };
+    const consumerArrivals = [...expectedPerConsumer.keys()].map((c) => subs.perConsumer[c]!.get(host)!);
+    const samples = results[cell]!.samples;
+    samples.push({
+      consumerFirst: consumerArrivals.map((a) => a.first - t0),
+      consumerLast: consumerArrivals.map((a) => a.last - t0),
+      adminHostDown: admin.hostDown - t0,
+      adminLast: admin.last - t0,
+      allInError: waitNova && profile?.toLastVmReset ? durationToMs(profile.toLastVmReset) : undefined,
+      novaDone: waitNova && profile?.toCompleted ? durationToMs(profile.toCompleted) : undefined,
+      inspectorAlarmsSent: profile?.toAlarmsSent ? durationToMs(profile.toAlarmsSent) : undefined,
+    });
+    process.stderr.write(`${column.name} ${vms} VMs: fault ${samples.length}/${cells[cell]!.faults}, first consumer alarm ${Math.round(Math.min(...samples.at(-1)!.consumerFirst))} ms\n`);
+  }
+  controller.abort();
+  await Promise.allSettled(subs.streams);
+  channel.close();
+  await stopChild(child);
+  return results;
+}
+
+function cellSummary(column: Column, vms: number, samples: Sample[]) {
+  const all = (f: (s: Sample) => number | number[] | undefined) => samples.flatMap((s) => f(s) ?? []);
+  const allInError = all((s) => s.allInError);
+  return {
+    column: column.name,
+    alarmTiming: column.alarmTiming,
+    novaConcurrency: column.novaConcurrency,
+    vms,
+    faults: samples.length,
+    alarmAtConsumerMs: { first: summary(all((s) => s.consumerFirst)), last: summary(all((s) => s.consumerLast)) },
+    adminMs: { hostDown: summary(all((s) => s.adminHostDown)), last: summary(all((s) => s.adminLast)) },
+    inspectorEventToAlarmsSentMs: summary(all((s) => s.inspectorAlarmsSent)),
+    everyVmInErrorMs: allInError.length > 0 ? summary(allInError) : undefined,
+    novaDoneMs: summary(all((s) => s.novaDone)),
+  };
+}
+
+async function main() {
+  const name = `vimmon_bench_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: baseUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  const u = new URL(baseUrl);
+  u.pathname = `/${name}`;
+  const databaseUrl = u.toString();
+  const migrate = await openDatabase({ url: databaseUrl });
+  await migrate.close(true);
+  const d = await startDoubleChild();
+  const startedAt = new Date();
+  const n = (full: number, fewer: number) => (quick ? fewer : full);
+  const columns: Array<{ column: Column; cells: CellPlan[] }> = [
+    {
+      column: { name: 'conservative-serial', alarmTiming: 'after-nova', novaConcurrency: 1 },
+      cells: [1, 10, 25, 50].map((vms) => ({ vms, faults: n(vms >= 25 ? 2 : 3, 1), waitNova: true })),
+    },
+    { column: { name: 'conservative-parallel-64', alarmTiming: 'after-nova', novaConcurrency: 64 }, cells: vmCounts.map((vms) => ({ vms, faults: n(3, 1), waitNova: true })) },
+    {
+      column: { name: 'shortcut-serial', alarmTiming: 'before-nova', novaConcurrency: 1 },
+      cells: vmCounts.map((vms) => ({ vms, faults: vms === 1_000 ? n(5, 2) : n(vms >= 25 ? 2 : 3, 1), waitNova: vms !== 1_000 })),
+    },
+    { column: { name: 'shortcut-parallel-64', alarmTiming: 'before-nova', novaConcurrency: 64 }, cells: vmCounts.map((vms) => ({ vms, faults: n(vms === 1_000 ? 5 : 10, 2), waitNova: true })) },
+    { column: { name: 'shortcut-parallel-256', alarmTiming: 'before-nova', novaConcurrency: 256 }, cells: vmCounts.map((vms) => ({ vms, faults: n(10, 2), waitNova: true })) },
+  ];
+  const only = process.env.COLUMNS?.split(',').map((c) => c.trim());
+  const cells: ReturnType<typeof cellSummary>[] = [];
+  try {
+    for (const { column, cells: plan } of columns) {
+      if (only && !only.includes(column.name)) continue;
+      for (const r of await runColumn(d, databaseUrl, column, plan, { latencyMs })) cells.push(cellSummary(column, r.vms, r.samples));
+    }
+    // Serial Nova work for 1,000 VMs, extrapolated from the 50-VM serial cells.
+    for (const name of ['conservative-serial', 'shortcut-serial']) {
+      const at50 = cells.find((c) => c.column === name && c.vms === 50);
+      if (!at50) continue;
+      const perVm = (at50.novaDoneMs.p50 ?? 0) / 50;
+      const extrapolated = { p50: round(perVm * 1_000), p99: undefined, max: undefined, n: 0, extrapolated: `from the 50-VM serial cell: ${round(perVm)} ms per VM × 1000` };
+      const existing = cells.find((c) => c.column === name && c.vms === 1_000);
+      if (existing) {
+        existing.everyVmInErrorMs = extrapolated;
+        existing.novaDoneMs = extrapolated;
+      } else {
+        cells.push({
+          ...at50,
+          vms: 1_000,
+          faults: 0,
+          alarmAtConsumerMs: { first: extrapolated, last: extrapolated },
+          adminMs: { hostDown: extrapolated, last: extrapolated },
+          inspectorEventToAlarmsSentMs: extrapolated,
+          everyVmInErrorMs: extrapolated,
+          novaDoneMs: extrapolated,
+        });
+      }
+    }
+    // Alarm time against Nova latency, 1,000 VMs, shortcut, 256 in parallel.
+    const sweep: Array<{ novaLatencyMs: number } & ReturnType<typeof cellSummary>> = [];
+    for (const lat of only && !only.includes('latency-sweep') ? [] : [10, 250, 1_000]) {
+      const column: Column = { name: `shortcut-parallel-256-latency-${lat}`, alarmTiming: 'before-nova', novaConcurrency: 256 };
+      for (const r of await runColumn(d, databaseUrl, column, [{ vms: 1_000, faults: n(5, 2), waitNova: true }], { latencyMs: lat })) {
+        sweep.push({ novaLatencyMs: lat, ...cellSummary(column, r.vms, r.samples) });
+      }
+    }
+    const target1000 = cells.find((c) => c.column === 'shortcut-parallel-256' && c.vms === 1_000);
+    const target64 = cells.find((c) => c.column === 'shortcut-parallel-64' && c.vms === 1_000);
+    const firstP50ByVms = cells.filter((c) => c.column === 'shortcut-parallel-256').map((c) => [c.vms, c.alarmAtConsumerMs.first.p50]);
+    const out = {
+      benchmark: 'doctor-study',
+      command: quick ? 'QUICK=1 npm run bench:doctor' : 'npm run bench:doctor',
+      startedAt: startedAt.toISOString(),
+      durationS: Math.round((Date.now() - startedAt.getTime()) / 1000),
+      machine: { cpus: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+      setup: {
+        novaLatencyMs: latencyMs,
+        novaCallsPerFault: '1 GET /os-services + 1 PUT /os-services/{id} (force-down, first in the queue) + 1 POST /servers/{id}/action per VM',
+        subscribers: `${consumers} consumers filtering on one project each (VM i in project i mod ${consumers}) + 1 admin taking everything`,
+        clock: 'performance.now() in this process, from just before ReportEvents is sent; includes the gRPC hop both ways',
+        processes: 'the inspector and the Nova double in child processes; the monitor and the subscribers in this one; the machine PostgreSQL',
+        warmUp: 'one 1,000-VM fault per inspector process, Nova answering at once, before the measured ones (JIT); not counted',
+      },
+      cells,
+      latencySweep: sweep,
+      targets: {
+        alarmP99Within10msFor1000VmsAnd100Subscribers: {
+          consumerFirstAlarmP99Ms: target1000?.alarmAtConsumerMs.first.p99,
+          adminHostDownP99Ms: target1000?.adminMs.hostDown.p99,
+          met: (target1000?.alarmAtConsumerMs.first.p99 ?? Infinity) <= 10 && (target1000?.adminMs.hostDown.p99 ?? Infinity) <= 10,
+        },
+        everyVmInErrorWithin1500msFor1000Vms: {
+          at256InParallelMs: target1000?.everyVmInErrorMs?.max,
+          at64InParallelMs: target64?.everyVmInErrorMs?.max,
+          met: (target1000?.everyVmInErrorMs?.max ?? Infinity) <= 1_500,
+        },
+        alarmFlat: {
+          consumerFirstP50ByVmCount: firstP50ByVms,
+          consumerFirstP50ByNovaLatency: sweep.map((s) => [s.novaLatencyMs, s.alarmAtConsumerMs.first.p50]),
+        },
+      },
+    };
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+  } finally {
+    await d.close();
+    await admin.query(`drop database if exists ${name} with (force)`);
+    await admin.end();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Child: the inspector alone in its process.
+async function runChild() {
+  const config = JSON.parse(process.env.DOCTOR_STUDY_CHILD!) as ChildConfig;
+  const orm = await openDatabase({ url: config.databaseUrl, poolMax: 4 });
+  const inspector = await startInspector({
+    logger: createLogger({ level: 'error' }),
+    orm,
+    databaseUrl: config.databaseUrl,
+    address: '127.0.0.1:0',
+    httpAddress: '127.0.0.1:0',
+    env: config.env,
+    resyncIntervalMs: 3_600_000,
+    novaConcurrency: config.novaConcurrency,
+    alarmTiming: config.alarmTiming,
+    subscriberQueueSize: 100_000,
+    novaShutdownGraceMs: 200,
+  });
+  process.stdout.write(JSON.stringify({ address: inspector.address }) + '\n');
+  const stop = async () => {
+    await inspector.stop();
+    await orm.close(true);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  createInterface({ input: process.stdin }).on('close', () => void stop());
+}
+
+if (process.argv[2] === 'inspector-child') await runChild();
+else if (process.argv[2] === 'double-child') await runDoubleChild();
+else await main();
