@@ -135,6 +135,13 @@ export interface AlarmFilter {
   vimIds: string[];
 }
 
+/**
+ * A subscriber has a bounded queue (VIMMON_INSPECTOR_SUBSCRIBER_QUEUE alarms,
+ * default 10,000; size it above the largest burst: VMs of a host, hosts of one
+ * report). More waiting than that ends the stream with RESOURCE_EXHAUSTED; the
+ * message and the trailer vimmon-resume-after-alarm-id give the after_alarm_id
+ * to resume with.
+ */
 export interface SubscribeAlarmsRequest {
   filter:
     | AlarmFilter
@@ -158,7 +165,11 @@ export interface Alarm {
   host: string;
   instanceId: string;
   projectId: string;
-  /** "error" for INSTANCE_DOWN (what the VM is reset to); empty otherwise. */
+  /**
+   * INSTANCE_DOWN: "error" (what the VM is reset to); HOST_DOWN "down",
+   * HOST_RECOVERED "up"; VIM alarms: the VIM's status (UNREACHABLE,
+   * REACHABLE); INSTANCE_RECOVERED: empty (Nova keeps the VM in error).
+   */
   state: string;
   /**
    * "critical" for down and unreachable alarms unless the event said
