@@ -11,7 +11,7 @@ import { HealthCheckResponse_ServingStatus, HealthDefinition } from '../gen/grpc
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1/conductor.js';
 import { AlarmType, InspectorServiceDefinition, type Alarm, type InspectorServiceClient } from '../gen/vimmon/inspector/v1/inspector_service.js';
-import { startInspector, type InspectorOptions, type RunningInspector } from '../inspector/main.js';
+import { defaultAmqpUrl, inspectorSettingsFromEnv, startInspector, type InspectorOptions, type RunningInspector } from '../inspector/main.js';
 import { resumeAfterTrailer } from '../inspector/service.js';
 import { vimStatusChannel } from '../db/notifications.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -354,4 +354,20 @@ test('RabbitMQ: a VM Nova announced after the snapshot is found when its host fa
   await eventually(() => sub.alarms.length === 3, 5_000, 'three alarms');
   t.deepEqual(sub.alarms.slice(1).map((a) => a.instanceId).sort(), [known, late].sort());
   await eventually(() => d.servers().every((s) => s.vmState === 'error'), 5_000, 'both VMs in error');
+});
+
+test('settings from the environment: defaults, AMQP off, bad values named', (t) => {
+  t.deepEqual(inspectorSettingsFromEnv({}), { amqpUrl: defaultAmqpUrl, resyncIntervalMs: 300_000, novaConcurrency: 64, subscriberQueueSize: 10_000 });
+  t.like(
+    inspectorSettingsFromEnv({
+      VIMMON_AMQP_URL: 'off',
+      VIMMON_INSPECTOR_RESYNC: '30s',
+      VIMMON_INSPECTOR_NOVA_CONCURRENCY: '256',
+      VIMMON_INSPECTOR_SUBSCRIBER_QUEUE: '50000',
+    }),
+    { amqpUrl: undefined, resyncIntervalMs: 30_000, novaConcurrency: 256, subscriberQueueSize: 50_000 },
+  );
+  t.is(inspectorSettingsFromEnv({ VIMMON_AMQP_URL: 'amqp://u:p@mq:5672/nova' }).amqpUrl, 'amqp://u:p@mq:5672/nova');
+  t.throws(() => inspectorSettingsFromEnv({ VIMMON_INSPECTOR_NOVA_CONCURRENCY: '0' }), { message: /^VIMMON_INSPECTOR_NOVA_CONCURRENCY/ });
+  t.throws(() => inspectorSettingsFromEnv({ VIMMON_INSPECTOR_RESYNC: 'often' }), { message: /^VIMMON_INSPECTOR_RESYNC/ });
 });
