@@ -1,15 +1,18 @@
 // One monitor action: probes one VIM every interval and reports what it
 // decides through the conductors, until it is stopped or a conductor answers
-// BAD_ACTION. Probing and reporting are two loops of their own, so a conductor
-// that is slow or down never delays a probe round, and a report always carries
-// the latest decided status (latest wins: nothing queues up).
+// BAD_ACTION. A report runs beside the probing, never in its way: a conductor
+// that is slow or down delays no round, and every report carries the latest
+// decided status (latest wins: nothing queues up).
+//
+// An executor holds thousands of these, so an action is one object with one
+// suspended loop and at most one timer, and no closures of its own.
 import type { AuthUrl } from '../common/auth-url.js';
-import { backoffDelayMs, delay, linkedAbortController, type BackoffOptions } from '../common/delay.js';
+import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { MonitorSettings } from '../common/monitor-policy.js';
 import { decide, initialDecision, type DecidedStatus, type Decision } from './decision.js';
-import { probeRound, type Probe } from './probe.js';
-import type { Reporter } from './report.js';
+import { probeRound, type Probe, type RoundResult } from './probe.js';
+import type { ReportOutcome, Reporter } from './report.js';
 
 export interface ActionSpec {
   actionId: string;
@@ -20,14 +23,9 @@ export interface ActionSpec {
   knownStatus?: DecidedStatus;
 }
 
-export interface RoundRecord {
+export interface RoundRecord extends RoundResult {
   /** Wall-clock start of the round, ms since the epoch. */
   startedAtMs: number;
-  ok: boolean;
-  attempts: number;
-  successes: number;
-  latencyMs: number;
-  error: string;
   decidedStatus: DecidedStatus;
 }
 
@@ -78,153 +76,200 @@ export class MonitorAction {
   readonly startedAtMs = Date.now();
   decision: Decision = initialDecision;
   rounds = 0;
-  lastRound: RoundRecord | undefined;
-  lastReply: ReplyRecord | undefined;
+  lastRound: RoundRecord | undefined = undefined;
+  lastReply: ReplyRecord | undefined = undefined;
 
-  private readonly logger: Logger;
   private readonly counters: ActionCounters;
+  // Ends this action's own work: when run()'s signal aborts, or on BAD_ACTION.
+  private readonly own = new AbortController();
+  private fenced = false;
   // What the conductor holds for this VIM, as far as this action knows.
   private storedStatus: DecidedStatus | undefined;
   // The status of the last report a conductor answered. When its answer differs
   // from what was sent, sending the same again at once would not change it.
-  private answeredStatus: DecidedStatus | undefined;
+  private answeredStatus: DecidedStatus | undefined = undefined;
+  private nextHeartbeatAt = 0;
   private unansweredInRow = 0;
   private retryNotBefore = 0;
-  private rejected: { status: DecidedStatus; retryAt: number } | undefined;
-  private wakeReporter: (() => void) | undefined;
+  private rejectedStatus: DecidedStatus | undefined = undefined;
+  private rejectedRetryAt = 0;
+  private reportInFlight: Promise<void> | undefined = undefined;
+  private wakeUp: (() => void) | undefined = undefined;
+  private sleepTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(
     readonly spec: ActionSpec,
     private readonly deps: ActionDeps,
   ) {
-    this.logger = deps.logger.child({ vimId: spec.vimId, actionId: spec.actionId });
     this.counters = deps.counters ?? createActionCounters();
     this.storedStatus = spec.knownStatus;
   }
 
   async run(signal: AbortSignal): Promise<RunEnd> {
-    const own = linkedAbortController(signal);
-    let end: RunEnd = 'aborted';
-    const fencedOff = () => {
-      end = 'bad-action';
-      own.abort();
-    };
+    if (signal.aborted) return 'aborted';
+    // The action itself is the abort listener (handleEvent): no closure per action.
+    signal.addEventListener('abort', this, { once: true });
     try {
-      await Promise.all([this.probeLoop(own.signal), this.reportLoop(own.signal, fencedOff)]);
+      await this.loop(this.own.signal);
     } finally {
-      own.abort(); // unlinks from the parent signal
+      signal.removeEventListener('abort', this);
+      this.own.abort();
+      clearTimeout(this.sleepTimer);
     }
-    return end;
+    await this.reportInFlight; // aborted with the loop; settles at once
+    return this.fenced ? 'bad-action' : 'aborted';
   }
 
-  private async probeLoop(signal: AbortSignal): Promise<void> {
-    const { settings } = this.spec;
+  /** run()'s signal aborted. */
+  handleEvent(): void {
+    this.own.abort();
+    this.wake();
+  }
+
+  private async loop(signal: AbortSignal): Promise<void> {
+    const { intervalMs, reportIntervalMs } = this.spec.settings;
+    let nextRoundAt = performance.now();
+    this.nextHeartbeatAt = nextRoundAt + reportIntervalMs;
     while (!signal.aborted) {
-      const started = performance.now();
-      const startedAtMs = Date.now();
-      const result = await probeRound(this.deps.probe, this.spec.authUrl, settings, signal);
-      if (signal.aborted) return;
-      const previous = this.decision;
-      this.decision = decide(previous, result.ok, settings.unreachableAfter);
-      this.rounds++;
-      this.counters.rounds++;
-      const round: RoundRecord = { startedAtMs, ...result, decidedStatus: this.decision.status };
-      this.lastRound = round;
-      this.deps.observer?.round(this, round);
-      if (previous.status !== this.decision.status) {
-        const fields = { from: previous.status, to: this.decision.status, error: result.error || undefined };
-        if (previous.status === 'PENDING') this.logger.debug('vim status decided', fields);
-        else this.logger.info('vim status decided', fields);
+      const now = performance.now();
+      if (now >= nextRoundAt) {
+        await this.probe(signal);
+        // Measured from this round's start: a round that overran is followed at
+        // once by the next, with no burst to catch up on the ones it displaced.
+        nextRoundAt = now + intervalMs;
+        continue;
       }
-      if (this.rounds === 1 || previous.status !== this.decision.status) this.wakeReporter?.();
-      // Measured from this round's start: a round that overran is followed at
-      // once by the next, with no burst to catch up on the ones it displaced.
-      await delay(started + settings.intervalMs - performance.now(), signal);
+      let wakeAt = nextRoundAt;
+      if (!this.reportInFlight) {
+        const dueAt = this.reportDueAt(now);
+        if (dueAt <= now) {
+          this.reportInFlight = this.report(signal);
+          continue;
+        }
+        wakeAt = Math.min(wakeAt, dueAt);
+      }
+      await this.sleep(wakeAt - now);
     }
+  }
+
+  private async probe(signal: AbortSignal): Promise<void> {
+    const { settings } = this.spec;
+    const startedAtMs = Date.now();
+    const result = (await probeRound(this.deps.probe, this.spec.authUrl, settings, signal)) as RoundRecord;
+    if (signal.aborted) return;
+    const previous = this.decision;
+    this.decision = decide(previous, result.ok, settings.unreachableAfter);
+    this.rounds++;
+    this.counters.rounds++;
+    result.startedAtMs = startedAtMs;
+    result.decidedStatus = this.decision.status;
+    this.lastRound = result;
+    this.deps.observer?.round(this, result);
+    if (previous.status !== this.decision.status) {
+      const fields = { vimId: this.spec.vimId, actionId: this.spec.actionId, from: previous.status, to: this.decision.status, error: result.error || undefined };
+      if (previous.status === 'PENDING') this.deps.logger.debug('vim status decided', fields);
+      else this.deps.logger.info('vim status decided', fields);
+    }
+  }
+
+  /** Whether the decided status is news to the conductor. */
+  private changed(): boolean {
+    const status = this.decision.status;
+    return this.rounds > 0 && status !== this.storedStatus && status !== this.answeredStatus;
   }
 
   /** When the next report is due (performance.now() time), given what is known now. */
-  private reportDueAt(now: number, nextHeartbeatAt: number): { at: number; heartbeat: boolean } {
-    const status = this.decision.status;
-    const changed = this.rounds > 0 && status !== this.storedStatus && status !== this.answeredStatus;
-    let at = changed ? now : nextHeartbeatAt;
+  private reportDueAt(now: number): number {
+    let at = this.changed() ? now : this.nextHeartbeatAt;
     // A refused status is offered again at the heartbeat rate, not in a loop;
     // a different status is news and goes at once.
-    if (this.rejected && this.rejected.status === status) at = Math.max(at, this.rejected.retryAt);
-    return { at: Math.max(at, this.retryNotBefore), heartbeat: !changed };
+    if (this.rejectedStatus === this.decision.status) at = Math.max(at, this.rejectedRetryAt);
+    return Math.max(at, this.retryNotBefore);
   }
 
-  private async reportLoop(signal: AbortSignal, fencedOff: () => void): Promise<void> {
-    const { reportIntervalMs } = this.spec.settings;
-    let nextHeartbeatAt = performance.now() + reportIntervalMs;
-    while (!signal.aborted) {
-      const now = performance.now();
-      const due = this.reportDueAt(now, nextHeartbeatAt);
-      if (due.at > now) {
-        await this.sleepReporter(due.at - now, signal);
-        continue;
-      }
-      const status = this.decision.status;
-      this.counters.reports++;
-      const outcome = await this.deps.reporter({ vimId: this.spec.vimId, actionId: this.spec.actionId, status }, signal);
-      if (signal.aborted) return;
-      const at = performance.now();
-      const reply: ReplyRecord = { atMs: Date.now(), reportedStatus: status, error: '', heartbeat: due.heartbeat };
-      switch (outcome.kind) {
-        case 'stored':
-          if (this.unansweredInRow > 0) this.logger.info('conductor answered again', { unansweredReports: this.unansweredInRow });
-          this.storedStatus = outcome.status;
-          this.answeredStatus = status;
-          this.unansweredInRow = 0;
-          this.retryNotBefore = 0;
-          this.rejected = undefined;
-          nextHeartbeatAt = now + reportIntervalMs;
-          reply.storedStatus = outcome.status;
-          break;
-        case 'bad-action':
-          reply.storedStatus = 'BAD_ACTION';
-          this.logger.info('conductor answered BAD_ACTION: this action is no longer the VIM\'s; exiting');
-          this.record(reply);
-          fencedOff();
-          return;
-        case 'unavailable':
-          this.counters.unansweredReports++;
-          if (this.unansweredInRow === 0) this.logger.warn('no conductor answered; retrying with backoff', { error: outcome.error });
-          this.retryNotBefore = at + backoffDelayMs(this.unansweredInRow, this.deps.backoff);
-          this.unansweredInRow++;
-          reply.error = outcome.error;
-          break;
-        case 'rejected':
-          this.counters.rejectedReports++;
-          // Logged once per refused status, then only counted: this repeats at the heartbeat rate.
-          if (this.rejected?.status !== status) this.logger.warn('conductor refused the report', { status, error: outcome.error });
-          this.rejected = { status, retryAt: at + reportIntervalMs };
-          this.unansweredInRow = 0;
-          this.retryNotBefore = 0;
-          reply.error = outcome.error;
-          break;
-      }
-      this.record(reply);
+  private async report(signal: AbortSignal): Promise<void> {
+    const status = this.decision.status;
+    const heartbeat = !this.changed();
+    const sentAt = performance.now();
+    this.counters.reports++;
+    let outcome: ReportOutcome;
+    try {
+      outcome = await this.deps.reporter({ vimId: this.spec.vimId, actionId: this.spec.actionId, status }, signal);
+    } catch (err) {
+      outcome = { kind: 'unavailable', error: (err as Error)?.message ?? String(err) };
     }
+    this.reportInFlight = undefined;
+    if (signal.aborted) return;
+    try {
+      this.settle(status, heartbeat, sentAt, outcome);
+    } catch (err) {
+      // Nothing awaits this promise until the action ends: never let it reject.
+      this.deps.logger.error('settling a report failed', { ...this.ids(), err });
+    }
+    this.wake();
   }
 
-  private record(reply: ReplyRecord): void {
+  private settle(status: DecidedStatus, heartbeat: boolean, sentAt: number, outcome: ReportOutcome): void {
+    const now = performance.now();
+    const reply: ReplyRecord = { atMs: Date.now(), reportedStatus: status, storedStatus: undefined, error: '', heartbeat };
+    const { logger } = this.deps;
+    switch (outcome.kind) {
+      case 'stored':
+        if (this.unansweredInRow > 0) logger.info('conductor answered again', { ...this.ids(), unansweredReports: this.unansweredInRow });
+        this.storedStatus = outcome.status;
+        this.answeredStatus = status;
+        this.unansweredInRow = 0;
+        this.retryNotBefore = 0;
+        this.rejectedStatus = undefined;
+        this.nextHeartbeatAt = sentAt + this.spec.settings.reportIntervalMs;
+        reply.storedStatus = outcome.status;
+        break;
+      case 'bad-action':
+        reply.storedStatus = 'BAD_ACTION';
+        logger.info("conductor answered BAD_ACTION: this action is no longer the VIM's; exiting", this.ids());
+        this.fenced = true;
+        this.own.abort();
+        break;
+      case 'unavailable':
+        this.counters.unansweredReports++;
+        if (this.unansweredInRow === 0) logger.warn('no conductor answered; retrying with backoff', { ...this.ids(), error: outcome.error });
+        this.retryNotBefore = now + backoffDelayMs(this.unansweredInRow, this.deps.backoff);
+        this.unansweredInRow++;
+        reply.error = outcome.error;
+        break;
+      case 'rejected':
+        this.counters.rejectedReports++;
+        // Logged once per refused status, then only counted: this repeats at the heartbeat rate.
+        if (this.rejectedStatus !== status) logger.warn('conductor refused the report', { ...this.ids(), status, error: outcome.error });
+        this.rejectedStatus = status;
+        this.rejectedRetryAt = now + this.spec.settings.reportIntervalMs;
+        this.unansweredInRow = 0;
+        this.retryNotBefore = 0;
+        reply.error = outcome.error;
+        break;
+    }
     this.lastReply = reply;
     this.deps.observer?.reply(this, reply);
   }
 
-  /** Waits until ms pass, the decided status changes, or signal aborts. */
-  private sleepReporter(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', wake);
-        this.wakeReporter = undefined;
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      signal.addEventListener('abort', wake, { once: true });
-      this.wakeReporter = wake;
+  private ids(): Record<string, unknown> {
+    return { vimId: this.spec.vimId, actionId: this.spec.actionId };
+  }
+
+  /** Waits ms, or less when woken (a report settled, or the action is ending). */
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.wakeUp = resolve;
+      this.sleepTimer = setTimeout(resolve, ms);
     });
+  }
+
+  private wake(): void {
+    const wakeUp = this.wakeUp;
+    if (!wakeUp) return;
+    this.wakeUp = undefined;
+    clearTimeout(this.sleepTimer);
+    this.sleepTimer = undefined;
+    wakeUp();
   }
 }

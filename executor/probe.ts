@@ -55,34 +55,51 @@ export const probes: Readonly<Record<ProbeName, Probe>> = {
   icmp: icmpProbe,
 };
 
+const abortedResult: AttemptResult = Object.freeze({ ok: false, error: 'aborted', final: true });
+const okResult: AttemptResult = Object.freeze({ ok: true });
+
 /**
- * Settles an attempt once: on the first of the probe's own outcome, the
- * timeout, or the abort, and then releases the timer and the abort listener.
+ * One attempt, settled once: by the probe's own outcome, its timeout or the
+ * abort, whichever comes first; then its timer, abort listener and connection
+ * are released. A class rather than closures: thousands run every second.
  */
-function attempt(
-  timeoutMs: number,
-  signal: AbortSignal,
-  body: (settle: (r: AttemptResult) => void) => () => void,
-): Promise<AttemptResult> {
-  if (signal.aborted) return Promise.resolve({ ok: false, error: 'aborted', final: true });
-  return new Promise((resolve) => {
-    let settled = false;
-    let cleanup: (() => void) | undefined;
-    const settle = (result: AttemptResult) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      cleanup?.();
-      resolve(result);
-    };
-    const onAbort = () => settle({ ok: false, error: 'aborted', final: true });
-    const timer = setTimeout(() => settle({ ok: false, error: `no answer within ${timeoutMs}ms` }), timeoutMs);
-    signal.addEventListener('abort', onAbort, { once: true });
-    const release = body(settle);
-    if (settled) release();
-    else cleanup = release;
-  });
+class Attempt {
+  private settled = false;
+  private readonly timer: NodeJS.Timeout;
+  /** Frees what the probe opened (socket, request, child process). */
+  release: (() => void) | undefined = undefined;
+
+  constructor(
+    private readonly resolve: (result: AttemptResult) => void,
+    private readonly signal: AbortSignal,
+    readonly timeoutMs: number,
+  ) {
+    this.timer = setTimeout(settleOnTimeout, timeoutMs, this);
+    signal.addEventListener('abort', this, { once: true });
+  }
+
+  /** The signal aborted. */
+  handleEvent(): void {
+    this.settle(abortedResult);
+  }
+
+  settle(result: AttemptResult): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.signal.removeEventListener('abort', this);
+    this.release?.();
+    this.resolve(result);
+  }
+}
+
+function settleOnTimeout(attempt: Attempt): void {
+  attempt.settle({ ok: false, error: `no answer within ${attempt.timeoutMs}ms` });
+}
+
+function attempt(timeoutMs: number, signal: AbortSignal, body: (attempt: Attempt) => void): Promise<AttemptResult> {
+  if (signal.aborted) return Promise.resolve(abortedResult);
+  return new Promise((resolve) => body(new Attempt(resolve, signal, timeoutMs)));
 }
 
 function describe(err: unknown): string {
@@ -92,15 +109,15 @@ function describe(err: unknown): string {
 
 /** A TCP connection to auth_url's host and port (80/443 by scheme when the URL names none). */
 export function tcpProbe(target: AuthUrl, timeoutMs: number, signal: AbortSignal): Promise<AttemptResult> {
-  return attempt(timeoutMs, signal, (settle) => {
-    let connected = false;
+  return attempt(timeoutMs, signal, (a) => {
     const socket = net.connect({ host: target.host, port: target.port });
+    let connected = false;
     socket.once('connect', () => {
       connected = true;
-      settle({ ok: true });
+      a.settle(okResult);
     });
-    socket.on('error', (err) => settle({ ok: false, error: describe(err) }));
-    return () => {
+    socket.on('error', (err) => a.settle({ ok: false, error: describe(err) }));
+    a.release = () => {
       // An RST instead of a FIN leaves no TIME_WAIT socket behind on this host
       // for each probe: at thousands of probes a second they would use up the
       // ephemeral ports (Kubernetes' TCP probes close the same way).
@@ -116,7 +133,7 @@ export function tcpProbe(target: AuthUrl, timeoutMs: number, signal: AbortSignal
  * failure. Redirects are not followed and the body is not read.
  */
 export function httpProbe(target: AuthUrl, timeoutMs: number, signal: AbortSignal): Promise<AttemptResult> {
-  return attempt(timeoutMs, signal, (settle) => {
+  return attempt(timeoutMs, signal, (a) => {
     const options: https.RequestOptions = {
       method: 'GET',
       agent: false,
@@ -127,12 +144,12 @@ export function httpProbe(target: AuthUrl, timeoutMs: number, signal: AbortSigna
     if (target.scheme === 'https') options.rejectUnauthorized = false;
     const request = (target.scheme === 'https' ? https : http).request(target.href, options);
     request.once('response', (response) => {
-      settle({ ok: true });
+      a.settle(okResult);
       response.destroy();
     });
-    request.on('error', (err) => settle({ ok: false, error: describe(err) }));
+    request.on('error', (err) => a.settle({ ok: false, error: describe(err) }));
+    a.release = () => request.destroy();
     request.end();
-    return () => request.destroy();
   });
 }
 
@@ -140,7 +157,7 @@ export const pingMissingError = 'ping command not found (install iputils-ping)';
 
 /** One ICMP echo through the system's `ping` (it holds the raw-socket privilege; we need none). */
 export function icmpProbe(target: AuthUrl, timeoutMs: number, signal: AbortSignal): Promise<AttemptResult> {
-  return attempt(timeoutMs, signal, (settle) => {
+  return attempt(timeoutMs, signal, (a) => {
     // -W takes whole seconds on older iputils; our own timer enforces timeoutMs.
     const args = ['-n', '-c', '1', '-W', String(Math.max(1, Math.ceil(timeoutMs / 1000)))];
     if (net.isIPv6(target.host)) args.unshift('-6');
@@ -152,13 +169,13 @@ export function icmpProbe(target: AuthUrl, timeoutMs: number, signal: AbortSigna
       if (stderr.length < 200) stderr += chunk;
     });
     child.once('error', (err: NodeJS.ErrnoException) => {
-      settle(err.code === 'ENOENT' ? { ok: false, error: pingMissingError, final: true } : { ok: false, error: describe(err) });
+      a.settle(err.code === 'ENOENT' ? { ok: false, error: pingMissingError, final: true } : { ok: false, error: describe(err) });
     });
     child.once('close', (code) => {
-      if (code === 0) settle({ ok: true });
-      else settle({ ok: false, error: stderr.trim().split('\n')[0] || `no echo reply (ping exited with ${code})` });
+      if (code === 0) a.settle(okResult);
+      else a.settle({ ok: false, error: stderr.trim().split('\n')[0] || `no echo reply (ping exited with ${code})` });
     });
-    return () => {
+    a.release = () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     };
   });

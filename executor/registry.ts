@@ -36,7 +36,8 @@ export interface StartResult {
 export class ActionRegistry {
   readonly counters: ActionCounters = createActionCounters();
   private readonly byId = new Map<string, Entry>();
-  private readonly byVim = new Map<string, Set<Entry>>();
+  // Arrays rather than Sets: almost every VIM has exactly one action.
+  private readonly byVim = new Map<string, Entry[]>();
   // Every action's run, until it has ended (also after it left byId).
   private readonly running = new Set<Promise<void>>();
   private readonly logger: Logger;
@@ -65,13 +66,13 @@ export class ActionRegistry {
       return { action: existing.action, alreadyRunning: true };
     }
     const others = this.byVim.get(spec.vimId);
-    if (others && others.size > 0) {
+    if (others && others.length > 0) {
       // Allowed: the conductor's fencing accepts only the VIM's current action,
       // and the other one exits at its next report. Worth a line in the log.
       this.logger.warn('another action already runs here for this VIM', {
         vimId: spec.vimId,
         actionId: spec.actionId,
-        otherActionIds: [...others].map((e) => e.action.spec.actionId),
+        otherActionIds: others.map((e) => e.action.spec.actionId),
       });
     }
     const { events } = this.options;
@@ -85,9 +86,8 @@ export class ActionRegistry {
     });
     const entry: Entry = { action, controller: new AbortController(), stopReason: undefined, done: Promise.resolve() };
     this.byId.set(spec.actionId, entry);
-    let vimEntries = this.byVim.get(spec.vimId);
-    if (!vimEntries) this.byVim.set(spec.vimId, (vimEntries = new Set()));
-    vimEntries.add(entry);
+    if (others) others.push(entry);
+    else this.byVim.set(spec.vimId, [entry]);
     events.started(action);
     const done = action.run(entry.controller.signal).then(
       (end) => (end === 'bad-action' ? 'BAD_ACTION' : (entry.stopReason ?? 'STOPPED')),
@@ -147,7 +147,10 @@ export class ActionRegistry {
     const { actionId, vimId } = entry.action.spec;
     if (this.byId.get(actionId) === entry) this.byId.delete(actionId);
     const vimEntries = this.byVim.get(vimId);
-    if (vimEntries?.delete(entry) && vimEntries.size === 0) this.byVim.delete(vimId);
+    const i = vimEntries?.indexOf(entry) ?? -1;
+    if (i < 0) return;
+    vimEntries!.splice(i, 1);
+    if (vimEntries!.length === 0) this.byVim.delete(vimId);
   }
 }
 

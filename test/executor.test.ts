@@ -20,7 +20,7 @@ import {
   type StartActionRequest,
   type WatchActionsResponse,
 } from '../gen/vimmon/executor/v1/executor_service.js';
-import type { MonitorPolicy } from '../gen/vimmon/tacker/v1/vim_service.js';
+import type { MonitorPolicy, ProbeKind } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import { msToDuration } from '../common/duration.js';
 import { ActionEventHub, WatcherOverflowError, type ActionEvent } from '../executor/action-events.js';
@@ -404,7 +404,7 @@ test('bad input gets INVALID_ARGUMENT naming the field', async (t) => {
     ['monitor.count', { monitor: { ...good.monitor!, count: 11 } }],
     ['monitor.unreachable_after', { monitor: { ...good.monitor!, unreachableAfter: 1_000 } }],
     ['monitor.report_interval', { monitor: { ...good.monitor!, reportInterval: ms(500) } }],
-    ['monitor.probe', { monitor: { ...good.monitor!, probe: 99 } }],
+    ['monitor.probe', { monitor: { ...good.monitor!, probe: 99 as ProbeKind } }],
     ['known_status', { knownStatus: VimStatus.VIM_STATUS_BAD_ACTION }],
   ];
   for (const [field, change] of cases) {
