@@ -251,8 +251,12 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
       let attempt = 0;
       try {
         while (!stopped) {
+          while (waiting.length > 0 && available() >= waiting[0]!.drafts.length) {
+            const w = waiting.shift()!;
+            w.resolve(send(w.drafts, w.hosts));
+          }
+          if (waiting.length === 0 && available() >= idReserve / 2) return;
           const need = waiting.reduce((n, w) => n + w.drafts.length, 0);
-          if (available() >= Math.max(need, idReserve / 2) && waiting.length === 0) return;
           try {
             const ids = await store.reserveIds(Math.max(idReserve, need + idReserve / 2));
             attempt = 0;
@@ -260,11 +264,6 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
           } catch (err) {
             logger.warn('cannot reserve alarm ids; retrying', { err, waitingRaises: waiting.length });
             await delay(backoffDelayMs(attempt++, retry));
-            continue;
-          }
-          while (waiting.length > 0 && available() >= waiting[0]!.drafts.length) {
-            const w = waiting.shift()!;
-            w.resolve(send(w.drafts, w.hosts));
           }
         }
         for (const w of waiting.splice(0)) w.reject(new UnavailableError('inspector is shutting down'));

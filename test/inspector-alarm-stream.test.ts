@@ -225,3 +225,33 @@ test('a raise larger than the reserved ids waits for more, in order', async (t) 
   await hub.whenStored();
   t.is((await createAlarmStore(db.orm).read(0, undefined, undefined, 100)).length, 31);
 });
+
+test('the database failing delays no alarm: they are sent, kept, and stored once it answers again', async (t) => {
+  const db = await createTestDatabase(t);
+  const store = createAlarmStore(db.orm);
+  let failures = 3;
+  const flaky = {
+    ...store,
+    save: async (batch: Parameters<typeof store.save>[0]) => {
+      if (failures-- > 0) throw new Error('connection refused');
+      return store.save(batch);
+    },
+  };
+  const { hub } = await startHub(t, db, { store: flaky, retry: { baseDelayMs: 20, maxDelayMs: 50 } });
+  const c = new AbortController();
+  const live = collect(hub, { afterAlarmId: 0, liveOnly: true }, c.signal);
+  const start = performance.now();
+  await hub.raise([draft('h', 0), draft('h', 1)]);
+  await until(() => live.got.length === 2);
+  t.true(performance.now() - start < 1_000);
+  t.true(hub.stats().pendingStore > 0 || failures < 0);
+  // A subscriber arriving meanwhile gets them from memory.
+  const late = collect(hub, { afterAlarmId: 0 }, c.signal);
+  await until(() => late.got.length === 2);
+  await hub.whenStored();
+  t.true(failures < 0, 'the writer retried');
+  t.is(hub.stats().pendingStore, 0);
+  t.is((await store.read(0, undefined, undefined, 10)).length, 2);
+  c.abort();
+  await Promise.all([live.done, late.done]);
+});
