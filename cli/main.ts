@@ -10,7 +10,8 @@ import { startConductor } from '../conductor/main.js';
 import { startExecutor } from '../executor/main.js';
 import { startServer } from '../server/main.js';
 import { loadSecretKey } from '../server/secret-key.js';
-import { startRoleExtensions, roleNames, type RoleName } from './roles.js';
+import { inspectorSettingsFromEnv, startInspector } from '../inspector/main.js';
+import { roleNames, type RoleName } from './roles.js';
 
 const usage = `usage: vimmon [${['all', ...roleNames].join('|')}]
 
@@ -94,7 +95,19 @@ async function main(argv: string[]): Promise<void> {
           }),
         );
       }
-      started.push(...(await startRoleExtensions(roles, { config, logger, orm: db?.orm, databaseUrl: db?.url })));
+      if (roles.includes('inspector')) {
+        started.push(
+          await startInspector({
+            logger,
+            orm: db!.orm,
+            databaseUrl: db!.url,
+            address: config.inspectorAddr,
+            httpAddress: config.inspectorHttpAddr,
+            env: process.env,
+            ...inspectorSettingsFromEnv(process.env),
+          }),
+        );
+      }
     } catch (err) {
       for (const r of started.reverse()) await r.stop().catch(() => {});
       await db?.close();

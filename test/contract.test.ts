@@ -10,7 +10,9 @@ import { startExecutor } from '../executor/main.js';
 import { HealthCheckResponse_ServingStatus, HealthDefinition } from '../gen/grpc/health/v1/health.js';
 import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1/conductor.js';
 import { ExecutorServiceDefinition } from '../gen/vimmon/executor/v1/executor_service.js';
+import { InspectorServiceDefinition } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { VimServiceDefinition } from '../gen/vimmon/tacker/v1/vim_service.js';
+import { startInspector } from '../inspector/main.js';
 import { startServer } from '../server/main.js';
 import { createTestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
@@ -60,6 +62,17 @@ const roles: Record<string, RoleCase> = {
       }),
     badField: 'monitor.interval',
     openStream: (a) => createClient(ExecutorServiceDefinition, createChannel(a)).watchActions({})[Symbol.asyncIterator]().next(),
+  },
+  inspector: {
+    service: InspectorServiceDefinition.fullName,
+    async start(t) {
+      const db = await createTestDatabase(t);
+      return startInspector({ logger, orm: db.orm, databaseUrl: db.url, address: '127.0.0.1:0', httpAddress: '127.0.0.1:0', env: {}, resyncIntervalMs: 60_000 });
+    },
+    badRequest: (a) =>
+      createClient(InspectorServiceDefinition, createChannel(a)).reportEvents({ events: [{ type: 'compute.host.down', hostname: 'h', status: 'sideways' }] }),
+    badField: 'events[0].status',
+    openStream: (a) => createClient(InspectorServiceDefinition, createChannel(a)).subscribeAlarms({ liveOnly: true })[Symbol.asyncIterator]().next(),
   },
 };
 
