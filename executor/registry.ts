@@ -117,10 +117,6 @@ export class ActionRegistry {
     return true;
   }
 
-  get(actionId: string): MonitorAction | undefined {
-    return this.byId.get(actionId)?.action;
-  }
-
   /** Running actions of these VIMs, or all when vimIds is undefined. */
   list(vimIds?: ReadonlySet<string>): MonitorAction[] {
     if (!vimIds) return [...this.byId.values()].map((e) => e.action);
