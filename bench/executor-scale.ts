@@ -8,6 +8,7 @@
 //
 //   npm run bench:executor
 //   STEPS=1000,2000 WINDOW_MS=10000 npm run bench:executor
+//   EXECUTOR_NODE_OPTIONS=--max-semi-space-size=8 npm run bench:executor   (flags for the executor's Node only)
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
