@@ -11,6 +11,8 @@ export function createRoundRobinChannel(target: string): Channel {
     'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
     'grpc.keepalive_time_ms': 30_000,
     'grpc.enable_retries': 1,
+    // grpc-js backs reconnects off up to 120 s by default, longer than a VIM's stale limit.
+    'grpc.max_reconnect_backoff_ms': 5_000,
   });
 }
 

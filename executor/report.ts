@@ -34,6 +34,10 @@ const retryableCodes: ReadonlySet<Status> = new Set([
   Status.CANCELLED,
 ]);
 
+// grpc-js's own INTERNAL for a stream that ended with no gRPC status: a proxy
+// or a conductor that died mid-call, not an answer. Repeating a report is safe.
+const transportFailure = /RST_STREAM|without gRPC status|Received HTTP status code/i;
+
 export interface ConductorReporterOptions {
   client: VimMonitorAction2ConductorClient;
   /** Deadline of one UpdateVim call. */
@@ -65,7 +69,8 @@ export function createConductorReporter({ client, timeoutMs }: ConductorReporter
       if (signal.aborted) return { kind: 'unavailable', error: 'aborted' };
       if (err instanceof ClientError) {
         const text = `${Status[err.code]}: ${err.details}`;
-        return retryableCodes.has(err.code) ? { kind: 'unavailable', error: text } : { kind: 'rejected', error: text };
+        const retryable = retryableCodes.has(err.code) || (err.code === Status.INTERNAL && transportFailure.test(err.details));
+        return retryable ? { kind: 'unavailable', error: text } : { kind: 'rejected', error: text };
       }
       // Not a gRPC status at all (a channel that cannot even be used): nobody answered.
       return { kind: 'unavailable', error: (err as Error)?.message ?? String(err) };

@@ -45,7 +45,11 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
   const { logger } = options;
   const members = new Map<string, { channel: Channel; client: ExecutorServiceClient; health: HealthClient; live: boolean | undefined }>();
   for (const address of options.executors) {
-    const channel = createChannel(address);
+    const channel = createChannel(address, undefined, {
+      'grpc.max_reconnect_backoff_ms': 5_000,
+      // ListActions of a busy executor (about 250 bytes an action) exceeds the 4 MiB default.
+      'grpc.max_receive_message_length': 256 * 1024 * 1024,
+    });
     members.set(address, {
       channel,
       client: createClient(ExecutorServiceDefinition, channel),
