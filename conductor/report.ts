@@ -5,6 +5,7 @@ import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { UpdateVimRequest } from '../gen/vimmon/conductor/v1/conductor.js';
 import type { StoredStatus } from '../db/entities.js';
 import { InvalidArgumentError } from '../common/errors.js';
+import { uuidField } from '../common/uuid.js';
 import { statusFromProto } from '../common/vim-status.js';
 
 export interface Report {
@@ -12,10 +13,6 @@ export interface Report {
   actionId: string;
   status: StoredStatus;
 }
-
-// The textual form PostgreSQL prints; other spellings it would accept (braces,
-// no hyphens) are refused so that a VIM id has one form on the wire.
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function parseReport(request: UpdateVimRequest): Report {
   const vimId = uuidField('vim_id', request.vimId);
@@ -28,12 +25,6 @@ export function parseReport(request: UpdateVimRequest): Report {
     );
   }
   return { vimId, actionId, status };
-}
-
-function uuidField(field: string, value: string): string {
-  if (value === '') throw new InvalidArgumentError(field, 'required');
-  if (!uuidPattern.test(value)) throw new InvalidArgumentError(field, `must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${JSON.stringify(value.slice(0, 64))}`);
-  return value.toLowerCase();
 }
 
 function describeStatus(status: number): string {

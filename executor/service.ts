@@ -11,6 +11,7 @@ import {
 import { parseAuthUrl } from '../common/auth-url.js';
 import { msToDuration } from '../common/duration.js';
 import { InvalidArgumentError } from '../common/errors.js';
+import { uuidField } from '../common/uuid.js';
 import type { Logger } from '../common/logger.js';
 import { resolveMonitorPolicy, toMonitorPolicy } from '../common/monitor-policy.js';
 import { statusFromProto, statusToProto } from '../common/vim-status.js';
@@ -54,14 +55,6 @@ export function createExecutorService({ logger, registry, events, watchQueueLimi
   };
 }
 
-// The textual form PostgreSQL prints, the one form ids have on the wire.
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function uuidField(field: string, value: string): string {
-  if (value === '') throw new InvalidArgumentError(field, 'required');
-  if (!uuidPattern.test(value)) throw new InvalidArgumentError(field, `must be a UUID, got ${JSON.stringify(value.slice(0, 64))}`);
-  return value.toLowerCase();
-}
 
 function vimIdFilter(vimIds: string[]): ReadonlySet<string> | undefined {
   if (vimIds.length === 0) return undefined;

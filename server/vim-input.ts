@@ -2,6 +2,7 @@
 // InvalidArgumentError naming the field.
 import { parseAuthUrl } from '../common/auth-url.js';
 import { InvalidArgumentError } from '../common/errors.js';
+import { isUuid, uuidField } from '../common/uuid.js';
 import { resolveMonitorPolicy, type MonitorSettings } from '../common/monitor-policy.js';
 import { statusFromProto } from '../common/vim-status.js';
 import type { StoredStatus } from '../db/entities.js';
@@ -9,12 +10,8 @@ import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimType, type RegisterVimRequest } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { validateCredentials, type PlainCredentials } from './credentials.js';
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 export function vimId(value: string, field = 'id'): string {
-  if (!value) throw new InvalidArgumentError(field, 'required');
-  if (!uuidPattern.test(value)) throw new InvalidArgumentError(field, `${JSON.stringify(value)} is not a UUID`);
-  return value.toLowerCase();
+  return uuidField(field, value);
 }
 
 export function vimName(value: string, field = 'name'): string {
@@ -102,7 +99,7 @@ export function decodePageToken(token: string, status: string | undefined): Page
   } catch {
     throw new InvalidArgumentError('page_token', 'malformed');
   }
-  if (typeof c?.createdAt !== 'string' || typeof c.id !== 'string' || !uuidPattern.test(c.id) || Number.isNaN(Date.parse(c.createdAt))) {
+  if (typeof c?.createdAt !== 'string' || typeof c.id !== 'string' || !isUuid(c.id) || Number.isNaN(Date.parse(c.createdAt))) {
     throw new InvalidArgumentError('page_token', 'malformed');
   }
   if ((c.status ?? '') !== (status ?? '')) throw new InvalidArgumentError('page_token', 'was issued for another status filter');
