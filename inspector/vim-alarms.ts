@@ -7,7 +7,9 @@
 // disconnected is caught up on reconnect. Per VIM the inspector keeps whether
 // an unreachable alarm is open, loaded from the alarm table at start: a VIM
 // gets one VIM_UNREACHABLE when it becomes UNREACHABLE and one VIM_RECOVERED
-// when it is REACHABLE again, whatever PENDING states come between.
+// when it is REACHABLE again, whatever PENDING states come between. A first
+// start (no VIM alarm stored yet) raises alarms for the present state only,
+// not for the whole history of transitions.
 import pg from 'pg';
 import { backoffDelayMs, delay } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
@@ -60,10 +62,69 @@ export function createVimAlarmSource(options: VimAlarmSourceOptions): VimAlarmSo
       unreachable.set(r.vim_id, r.type === 'VIM_UNREACHABLE');
       if (r.vim_event_id !== null) lastEventOfVim.set(r.vim_id, Number(r.vim_event_id));
     }
+    if (open.length === 0) {
+      await firstStart();
+      return;
+    }
     const max = await em.execute<{ id: string | null }[]>(`select max(vim_event_id) as id from alarm where vim_event_id is not null`);
     cursor = Number(max[0]?.id ?? 0);
     const recent = await em.execute<{ id: string }[]>(`select vim_event_id as id from alarm where vim_event_id > ?`, [Math.max(0, cursor - lookback)]);
     for (const r of recent) handled.add(Number(r.id));
+  }
+
+  /**
+   * No VIM alarm was ever stored (a new inspector on an existing mesh): the
+   * history of transitions is not replayed as alarms raised now. What matters is
+   * the present: one VIM_UNREACHABLE for each live VIM that is UNREACHABLE now.
+   */
+  async function firstStart() {
+    const em = orm.em.fork();
+    const max = await em.execute<{ id: string | null }[]>(`select max(id) as id from vim_event`);
+    cursor = Number(max[0]?.id ?? 0);
+    // The history up to here counts as seen, the look-back window included.
+    const window = await em.execute<{ id: string }[]>(`select id from vim_event where id > ? and id <= ?`, [Math.max(0, cursor - lookback), cursor]);
+    for (const r of window) handled.add(Number(r.id));
+    const down = await em.execute<EventRow[]>(
+      `select distinct on (e.vim_id) e.id, e.vim_id, e.from_status, e.to_status, e.created_at, v.name
+         from vim v join vim_event e on e.vim_id = v.id
+        where v.deleted_at is null and v.status = 'UNREACHABLE' and e.to_status = 'UNREACHABLE' and e.id <= ?
+        order by e.vim_id, e.id desc`,
+      [cursor],
+    );
+    const detectedAt = new Date();
+    const drafts = down.map((r) => {
+      const id = Number(r.id);
+      handled.add(id);
+      lastEventOfVim.set(r.vim_id, id);
+      unreachable.set(r.vim_id, true);
+      return draftOf(r, AlarmType.ALARM_TYPE_VIM_UNREACHABLE, detectedAt);
+    });
+    if (drafts.length > 0) {
+      await hub.raise(drafts);
+      logger.info('VIMs unreachable at start', { alarms: drafts.length });
+    }
+  }
+
+  function draftOf(r: EventRow, type: AlarmType, detectedAt: Date): AlarmDraft {
+    const id = Number(r.id);
+    return {
+      type,
+      host: '',
+      instanceId: '',
+      instanceName: '',
+      projectId: '',
+      vimId: r.vim_id,
+      vimName: r.name,
+      state: r.to_status,
+      severity: type === AlarmType.ALARM_TYPE_VIM_UNREACHABLE ? 'critical' : 'low',
+      cause: `VIM status ${r.from_status} → ${r.to_status}`,
+      monitor: 'vimmon',
+      monitorEventId: String(id),
+      faultId: '',
+      eventTime: new Date(r.created_at),
+      detectedAt,
+      vimEventId: id,
+    };
   }
 
   async function scan() {
@@ -89,24 +150,7 @@ export function createVimAlarmSource(options: VimAlarmSourceOptions): VimAlarmSo
         else if (r.to_status === 'REACHABLE' && open) type = AlarmType.ALARM_TYPE_VIM_RECOVERED;
         if (type === undefined) continue;
         unreachable.set(r.vim_id, type === AlarmType.ALARM_TYPE_VIM_UNREACHABLE);
-        drafts.push({
-          type,
-          host: '',
-          instanceId: '',
-          instanceName: '',
-          projectId: '',
-          vimId: r.vim_id,
-          vimName: r.name,
-          state: r.to_status,
-          severity: type === AlarmType.ALARM_TYPE_VIM_UNREACHABLE ? 'critical' : 'low',
-          cause: `VIM status ${r.from_status} → ${r.to_status}`,
-          monitor: 'vimmon',
-          monitorEventId: String(id),
-          faultId: '',
-          eventTime: new Date(r.created_at),
-          detectedAt,
-          vimEventId: id,
-        });
+        drafts.push(draftOf(r, type, detectedAt));
       }
       for (const id of handled) if (id <= cursor - lookback) handled.delete(id);
       if (drafts.length > 0) {
