@@ -76,7 +76,9 @@ async function main(argv: string[]): Promise<void> {
     const started: RunningRole[] = [];
     try {
       // Conductor and executor first, so the server's first hand-off finds them.
-      if (roles.includes('conductor')) started.push(await startConductor({ logger, orm: db!.orm, address: config.conductorAddr }));
+      if (roles.includes('conductor')) started.push(
+          await startConductor({ logger, orm: db!.orm, address: config.conductorAddr, maxReportsPerStatement: config.conductorReportsPerStatement }),
+        );
       if (roles.includes('executor')) {
         started.push(await startExecutor({ logger, address: config.executorAddr, conductorTarget: config.conductorTarget }));
       }

@@ -18,6 +18,8 @@ export interface Config {
   /** Where executors send reports: one address, a comma list (round robin) or a proxy. */
   conductorTarget: string;
   reconcileIntervalMs: number;
+  /** Reports a conductor stores in one statement under load; 1 turns grouping off. */
+  conductorReportsPerStatement: number;
   logLevel: LogLevel;
 }
 
@@ -44,6 +46,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     executors: list(env, 'VIMMON_EXECUTORS') ?? [executorAddr],
     conductorTarget: nonEmpty(env.VIMMON_CONDUCTOR_TARGET) ?? conductorAddr,
     reconcileIntervalMs: durationMs(env, 'VIMMON_RECONCILE_INTERVAL', 2_000),
+    conductorReportsPerStatement: integer(env, 'VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT', 256, 1, 1_000),
     logLevel: parseLogLevel(env.VIMMON_LOG_LEVEL),
   };
 }
@@ -67,6 +70,14 @@ function list(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
     if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(item)) throw new Error(`${name}: ${JSON.stringify(item)} is not host:port`);
   }
   return items;
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const v = nonEmpty(env[name]);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}: expected a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  return n;
 }
 
 /** "250ms", "10s", "5m", "1h". */

@@ -20,11 +20,16 @@ export interface ConductorOptions {
    * stored together in the next statement. Each uses one pooled connection.
    */
   maxStatementsInFlight?: number;
+  /** Reports stored by one statement (default 256); 1 stores every report with a statement of its own. */
+  maxReportsPerStatement?: number;
 }
 
 export async function startConductor(options: ConductorOptions): Promise<RunningRole> {
   const logger = options.logger.child({ role: 'conductor' });
-  const service = createConductorService({ logger, writer: createFencedStatusWriter(options.orm, { maxStatementsInFlight: options.maxStatementsInFlight }) });
+  const service = createConductorService({ logger, writer: createFencedStatusWriter(options.orm, {
+      maxStatementsInFlight: options.maxStatementsInFlight,
+      maxReportsPerStatement: options.maxReportsPerStatement,
+    }) });
   const server = createGrpcServer({ logger, services: [serviceEntry(VimMonitorAction2ConductorDefinition, service)] });
   const address = withPort(options.address, await server.listen(options.address));
   logger.info('conductor listening', { address });
