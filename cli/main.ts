@@ -4,6 +4,7 @@ import { loadConfig, type Config } from '../common/config.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
 import { runUntilSignalled, stopAll } from '../common/runnable.js';
+import { loadTls, type Tls } from '../common/tls.js';
 import { openDatabase, type Orm } from '../db/connection.js';
 import { startEmbeddedPostgres } from '../db/embedded.js';
 import { startConductor } from '../conductor/main.js';
@@ -69,6 +70,17 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const logger = createLogger({ level: config.logLevel });
+  let tls: Tls | undefined;
+  try {
+    tls = loadTls(config.tls);
+  } catch (err) {
+    process.stderr.write(`vimmon: ${(err as Error).message}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const loopback = (a: string) => /^(127\.|\[::1\]|localhost:)/.test(a);
+  const exposed = [config.serverAddr, config.conductorAddr, config.executorAddr, config.inspectorAddr].some((a) => !loopback(a));
+  if (!tls && exposed) logger.warn('gRPC is plaintext on a non-loopback address: set VIMMON_TLS_CERT, VIMMON_TLS_KEY and VIMMON_TLS_CA');
 
   await runUntilSignalled(logger, async () => {
     const needsDb = roles.some((r) => r !== 'executor');
@@ -77,10 +89,10 @@ async function main(argv: string[]): Promise<void> {
     try {
       // Conductor and executor first, so the server's first hand-off finds them.
       if (roles.includes('conductor')) started.push(
-          await startConductor({ logger, orm: db!.orm, address: config.conductorAddr, maxReportsPerStatement: config.conductorReportsPerStatement }),
+          await startConductor({ logger, orm: db!.orm, address: config.conductorAddr, maxReportsPerStatement: config.conductorReportsPerStatement, tls }),
         );
       if (roles.includes('executor')) {
-        started.push(await startExecutor({ logger, address: config.executorAddr, conductorTarget: config.conductorTarget }));
+        started.push(await startExecutor({ logger, address: config.executorAddr, conductorTarget: config.conductorTarget, tls }));
       }
       if (roles.includes('server')) {
         const { key, source } = loadSecretKey({ secretKey: config.secretKey, dataDir: config.dataDir });
@@ -94,6 +106,7 @@ async function main(argv: string[]): Promise<void> {
             executors: config.executors,
             key,
             reconcileIntervalMs: config.reconcileIntervalMs,
+            tls,
           }),
         );
       }
@@ -106,6 +119,7 @@ async function main(argv: string[]): Promise<void> {
             address: config.inspectorAddr,
             httpAddress: config.inspectorHttpAddr,
             env: process.env,
+            tls,
             ...inspectorSettingsFromEnv(process.env),
           }),
         );

@@ -1,6 +1,7 @@
 // Configuration from the environment, read once in main.ts and passed down.
 // Every bad value fails at start with the variable's name.
 import { parseLogLevel, type LogLevel } from './logger.js';
+import type { TlsFiles } from './tls.js';
 
 export interface Config {
   serverAddr: string;
@@ -20,6 +21,8 @@ export interface Config {
   reconcileIntervalMs: number;
   /** Reports a conductor stores in one statement under load; 1 turns grouping off. */
   conductorReportsPerStatement: number;
+  /** PEM files; none set: plaintext gRPC. */
+  tls: TlsFiles;
   logLevel: LogLevel;
 }
 
@@ -47,6 +50,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     conductorTarget: nonEmpty(env.VIMMON_CONDUCTOR_TARGET) ?? conductorAddr,
     reconcileIntervalMs: durationMs(env, 'VIMMON_RECONCILE_INTERVAL', 2_000),
     conductorReportsPerStatement: integer(env, 'VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT', 256, 1, 1_000),
+    tls: { certFile: nonEmpty(env.VIMMON_TLS_CERT), keyFile: nonEmpty(env.VIMMON_TLS_KEY), caFile: nonEmpty(env.VIMMON_TLS_CA) },
     logLevel: parseLogLevel(env.VIMMON_LOG_LEVEL),
   };
 }

@@ -1,4 +1,5 @@
 import { createChannel, type Channel } from 'nice-grpc';
+import { channelCredentials, type Tls } from './tls.js';
 
 /**
  * A channel to one logical target. A comma-separated list of host:port
@@ -6,8 +7,8 @@ import { createChannel, type Channel } from 'nice-grpc';
  * with round_robin, so no proxy is needed; any other target (a proxy, a DNS
  * name) is used as given, still with round_robin over what it resolves to.
  */
-export function createRoundRobinChannel(target: string): Channel {
-  return createChannel(toGrpcTarget(target), undefined, {
+export function createRoundRobinChannel(target: string, tls?: Tls): Channel {
+  return createChannel(toGrpcTarget(target), channelCredentials(tls), {
     'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
     'grpc.keepalive_time_ms': 30_000,
     'grpc.enable_retries': 1,

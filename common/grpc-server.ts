@@ -24,6 +24,7 @@ import {
 import { createHealthRegistry, ServingStatus, type HealthRegistry } from './health.js';
 import type { Logger } from './logger.js';
 import { createReflectionServices } from './reflection.js';
+import { serverCredentials, type Tls } from './tls.js';
 
 export interface ServiceEntry {
   definition: TsProtoServiceDefinition;
@@ -40,6 +41,8 @@ export interface GrpcServerOptions {
   services: ServiceEntry[];
   /** After this long, calls still open are cancelled. */
   shutdownGraceMs?: number;
+  /** Serve TLS (and require client certificates when tls.ca is set); plaintext when unset. */
+  tls?: Tls;
   /** Maps a domain error this factory does not know to a ServerError, or undefined. */
   mapError?: (err: unknown) => ServerError | undefined;
 }
@@ -126,7 +129,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     health,
     shutdownSignal: shutdownController.signal,
     async listen(address) {
-      const port = await server.listen(address);
+      const port = await server.listen(address, serverCredentials(options.tls));
       listening = true;
       health.set('', ServingStatus.SERVING);
       for (const name of names) health.set(name, ServingStatus.SERVING);

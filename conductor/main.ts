@@ -5,6 +5,7 @@ import { withPort } from '../common/address.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
+import type { Tls } from '../common/tls.js';
 import type { Orm } from '../db/connection.js';
 import { createFencedStatusWriter } from './fencing.js';
 import { createConductorService } from './service.js';
@@ -22,6 +23,7 @@ export interface ConductorOptions {
   maxStatementsInFlight?: number;
   /** Reports stored by one statement (default 256); 1 stores every report with a statement of its own. */
   maxReportsPerStatement?: number;
+  tls?: Tls;
 }
 
 export async function startConductor(options: ConductorOptions): Promise<RunningRole> {
@@ -30,7 +32,7 @@ export async function startConductor(options: ConductorOptions): Promise<Running
       maxStatementsInFlight: options.maxStatementsInFlight,
       maxReportsPerStatement: options.maxReportsPerStatement,
     }) });
-  const server = createGrpcServer({ logger, services: [serviceEntry(VimMonitorAction2ConductorDefinition, service)] });
+  const server = createGrpcServer({ logger, tls: options.tls, services: [serviceEntry(VimMonitorAction2ConductorDefinition, service)] });
   const address = withPort(options.address, await server.listen(options.address));
   logger.info('conductor listening', { address });
   let stopped: Promise<void> | undefined;

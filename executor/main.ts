@@ -9,6 +9,7 @@ import { createRoundRobinChannel } from '../common/grpc-client.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
+import type { Tls } from '../common/tls.js';
 import type { ActionCounters } from './action.js';
 import { ActionEventHub, WatcherOverflowError } from './action-events.js';
 import { ActionRegistry } from './registry.js';
@@ -27,6 +28,8 @@ export interface ExecutorOptions {
   reportBackoff?: BackoffOptions;
   /** Events a WatchActions stream may fall behind before it gets RESOURCE_EXHAUSTED. Default 4096. */
   watchQueueLimit?: number;
+  /** TLS for ExecutorService and for the reports to conductors. */
+  tls?: Tls;
 }
 
 export interface ExecutorStats extends ActionCounters {
@@ -40,7 +43,7 @@ export interface RunningExecutor extends RunningRole {
 
 export async function startExecutor(options: ExecutorOptions): Promise<RunningExecutor> {
   const logger = options.logger.child({ role: 'executor' });
-  const channel = createRoundRobinChannel(options.conductorTarget);
+  const channel = createRoundRobinChannel(options.conductorTarget, options.tls);
   const reporter = createConductorReporter({
     client: createClient(VimMonitorAction2ConductorDefinition, channel),
     timeoutMs: options.reportTimeoutMs ?? 5_000,
@@ -57,6 +60,7 @@ export async function startExecutor(options: ExecutorOptions): Promise<RunningEx
   const service = createExecutorService({ logger, registry, events, watchQueueLimit: options.watchQueueLimit ?? 4096 });
   const server = createGrpcServer({
     logger,
+    tls: options.tls,
     services: [serviceEntry(ExecutorServiceDefinition, service)],
     mapError: (err) => (err instanceof WatcherOverflowError ? new ServerError(Status.RESOURCE_EXHAUSTED, err.message) : undefined),
   });

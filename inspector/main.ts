@@ -7,6 +7,7 @@ import { durationMs } from '../common/config.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
+import type { Tls } from '../common/tls.js';
 import type { Orm } from '../db/connection.js';
 import { createAlarmStore } from './alarm-store.js';
 import { createAlarmHub } from './alarm-stream.js';
@@ -47,6 +48,8 @@ export interface InspectorOptions {
   novaShutdownGraceMs?: number;
   /** 'after-nova' is Doctor's conservative order, for measurements only. */
   alarmTiming?: 'before-nova' | 'after-nova';
+  /** TLS for InspectorService (the Doctor HTTP endpoint stays plain HTTP). */
+  tls?: Tls;
   /** For tests: the fetch Keystone and Nova calls go through. */
   fetch?: typeof fetch;
 }
@@ -118,7 +121,7 @@ export async function startInspector(options: InspectorOptions): Promise<Running
       missingConfig: missing,
     }),
   });
-  const grpc = createGrpcServer({ logger, services: [serviceEntry(inspectorServiceDefinition, service)] });
+  const grpc = createGrpcServer({ logger, tls: options.tls, services: [serviceEntry(inspectorServiceDefinition, service)] });
   const http = createDoctorHttpServer({ logger, report: (events) => fault.report(events) });
 
   const storing = new AbortController(); // stopped last: the Nova marks of the last faults are stored too

@@ -6,6 +6,7 @@ import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { delay } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { MonitorSettings } from '../common/monitor-policy.js';
+import { channelCredentials, type Tls } from '../common/tls.js';
 import { toMonitorPolicy } from '../common/monitor-policy.js';
 import { statusToProto } from '../common/vim-status.js';
 import { HealthCheckResponse_ServingStatus, HealthDefinition, type HealthClient } from '../gen/grpc/health/v1/health.js';
@@ -37,6 +38,7 @@ export interface ExecutorPoolOptions {
   executors: string[];
   logger: Logger;
   healthIntervalMs?: number;
+  tls?: Tls;
 }
 
 const executorService = ExecutorServiceDefinition.fullName;
@@ -45,7 +47,7 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
   const { logger } = options;
   const members = new Map<string, { channel: Channel; client: ExecutorServiceClient; health: HealthClient; live: boolean | undefined }>();
   for (const address of options.executors) {
-    const channel = createChannel(address, undefined, {
+    const channel = createChannel(address, channelCredentials(options.tls), {
       'grpc.max_reconnect_backoff_ms': 5_000,
       // ListActions of a busy executor (about 250 bytes an action) exceeds the 4 MiB default.
       'grpc.max_receive_message_length': 256 * 1024 * 1024,

@@ -2,6 +2,7 @@ import { withPort } from '../common/address.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
+import type { Tls } from '../common/tls.js';
 import type { Orm } from '../db/connection.js';
 import { VimServiceDefinition } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { createExecutorPool } from './executors.js';
@@ -24,11 +25,13 @@ export interface ServerOptions {
   executorHealthIntervalMs?: number;
   /** How often live executors are asked for their actions, to replace those a restart lost. */
   lostActionCheckMs?: number;
+  /** TLS for VimService and for the calls to executors. */
+  tls?: Tls;
 }
 
 export async function startServer(options: ServerOptions): Promise<RunningRole> {
   const logger = options.logger.child({ role: 'server' });
-  const pool = createExecutorPool({ executors: options.executors, logger, healthIntervalMs: options.executorHealthIntervalMs });
+  const pool = createExecutorPool({ executors: options.executors, logger, healthIntervalMs: options.executorHealthIntervalMs, tls: options.tls });
   const handoff = createHandoff({ orm: options.orm, pool, logger });
   const hub = createWatchHub({ databaseUrl: options.databaseUrl, logger });
   const reconciler = createReconciler({
@@ -41,7 +44,7 @@ export async function startServer(options: ServerOptions): Promise<RunningRole> 
     lostActionCheckMs: options.lostActionCheckMs,
   });
   const service = createVimService({ orm: options.orm, key: options.key, pool, handoff, hub, logger });
-  const grpc = createGrpcServer({ logger, services: [serviceEntry(VimServiceDefinition, service)] });
+  const grpc = createGrpcServer({ logger, tls: options.tls, services: [serviceEntry(VimServiceDefinition, service)] });
 
   const loops = new AbortController();
   const running = [pool.run(loops.signal), hub.run(loops.signal), reconciler.run(loops.signal)];
