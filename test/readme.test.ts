@@ -75,4 +75,17 @@ test('every grpcurl example in README.md runs against the mesh', async (t) => {
     }
   }
   t.truthy(vimId, 'the README registers a VIM');
+
+  // The curl examples of the Doctor endpoint, with the answers the README shows.
+  const curls = [...readme.matchAll(/^curl -X PUT http:\/\/127\.0\.0\.1:(\d+)(\/\S+)(?: -H '[^']*')? -d '([^']*)'\n# (\{.*\})(?:\s+\((\d+)\))?$/gm)];
+  t.true(curls.length >= 2, `found ${curls.length} curl examples`);
+  for (const [, port, pathname, body, answer, status] of curls) {
+    const r = await fetch(`http://127.0.0.1:${ports.get(Number(port))}${pathname}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
+    t.is(r.status, Number(status ?? 202), body);
+    t.deepEqual(await r.json(), JSON.parse(answer!), body);
+  }
 });

@@ -19,5 +19,10 @@ export async function readmeExtraRoles(t: ExecutionContext, mesh: Mesh): Promise
     resyncIntervalMs: 60_000,
   });
   t.teardown(() => inspector.stop());
-  return { ports: [[50054, Number(inspector.address.split(':').at(-1))]] };
+  return {
+    ports: [
+      [50054, Number(inspector.address.split(':').at(-1))],
+      [12345, Number(inspector.httpAddress.split(':').at(-1))],
+    ],
+  };
 }
