@@ -12,6 +12,12 @@ export interface FaultProfileData {
   monitorEventId: string;
   eventTime: Date | undefined;
   receivedAt: Date;
+  /**
+   * Receipt in microseconds since the epoch, with sub-millisecond resolution:
+   * performance.timeOrigin + performance.now(), which another process on the
+   * same machine reads alike (a consumer timing its alarm from receipt).
+   */
+  receivedAtEpochUs: number;
   vmsFoundAt: Date | undefined;
   vmCount: number;
   alarmsSentAt: Date | undefined;
@@ -71,8 +77,10 @@ export function createProfiler(options: { logger: Logger; capacity?: number }): 
   return {
     capacity,
     start(meta) {
+      const received = performance.now();
       const d: FaultProfileData = {
         ...meta,
+        receivedAtEpochUs: Math.round((performance.timeOrigin + received) * 1000),
         vmsFoundAt: undefined,
         vmCount: 0,
         alarmsSentAt: undefined,
@@ -86,7 +94,7 @@ export function createProfiler(options: { logger: Logger; capacity?: number }): 
         retries: 0,
         errors: [],
         completedAt: undefined,
-        hr: { received: performance.now() },
+        hr: { received },
       };
       profiles.set(d.faultId, d);
       if (profiles.size > capacity) profiles.delete(profiles.keys().next().value!);

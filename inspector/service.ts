@@ -160,6 +160,7 @@ function toProfileMessage(p: FaultProfileData): FaultProfile {
     monitorEventId: p.monitorEventId,
     eventTime: p.eventTime,
     receivedAt: p.receivedAt,
+    receivedAtEpochUs: p.receivedAtEpochUs,
     vmsFoundAt: p.vmsFoundAt,
     vmCount: p.vmCount,
     alarmsSentAt: p.alarmsSentAt,

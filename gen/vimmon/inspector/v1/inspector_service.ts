@@ -257,7 +257,16 @@ export interface FaultProfile {
   toAlarmsSent: Duration | undefined;
   toHostForcedDown: Duration | undefined;
   toLastVmReset: Duration | undefined;
-  toCompleted: Duration | undefined;
+  toCompleted:
+    | Duration
+    | undefined;
+  /**
+   * received_at in microseconds since the Unix epoch, read from the
+   * inspector's high-resolution clock (its process's time origin plus a
+   * monotonic clock). Comparable with the same clock in another process on
+   * the same machine, e.g. to time an alarm from receipt to a consumer.
+   */
+  receivedAtEpochUs: number;
 }
 
 export interface ListFaultProfilesRequest {
@@ -1598,6 +1607,7 @@ function createBaseFaultProfile(): FaultProfile {
     toHostForcedDown: undefined,
     toLastVmReset: undefined,
     toCompleted: undefined,
+    receivedAtEpochUs: 0,
   };
 }
 
@@ -1677,6 +1687,9 @@ export const FaultProfile: MessageFns<FaultProfile> = {
     }
     if (message.toCompleted !== undefined) {
       Duration.encode(message.toCompleted, writer.uint32(202).fork()).join();
+    }
+    if (message.receivedAtEpochUs !== 0) {
+      writer.uint32(208).uint64(message.receivedAtEpochUs);
     }
     return writer;
   },
@@ -1894,6 +1907,14 @@ export const FaultProfile: MessageFns<FaultProfile> = {
             message.toCompleted = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 26: {
+            if (tag !== 208) {
+              break;
+            }
+
+            message.receivedAtEpochUs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2015,6 +2036,11 @@ export const FaultProfile: MessageFns<FaultProfile> = {
         : isSet(object.to_completed)
         ? Duration.fromJSON(object.to_completed)
         : undefined,
+      receivedAtEpochUs: isSet(object.receivedAtEpochUs)
+        ? globalThis.Number(object.receivedAtEpochUs)
+        : isSet(object.received_at_epoch_us)
+        ? globalThis.Number(object.received_at_epoch_us)
+        : 0,
     };
   },
 
@@ -2095,6 +2121,9 @@ export const FaultProfile: MessageFns<FaultProfile> = {
     if (message.toCompleted !== undefined) {
       obj.toCompleted = Duration.toJSON(message.toCompleted);
     }
+    if (message.receivedAtEpochUs !== 0) {
+      obj.receivedAtEpochUs = Math.round(message.receivedAtEpochUs);
+    }
     return obj;
   },
 
@@ -2138,6 +2167,7 @@ export const FaultProfile: MessageFns<FaultProfile> = {
     message.toCompleted = (object.toCompleted !== undefined && object.toCompleted !== null)
       ? Duration.fromPartial(object.toCompleted)
       : undefined;
+    message.receivedAtEpochUs = object.receivedAtEpochUs ?? 0;
     return message;
   },
 };
