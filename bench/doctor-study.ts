@@ -387,7 +387,8 @@ async function main() {
           adminMs: { hostDown: extrapolated, last: extrapolated },
           alarmAtConsumerFromReceiptMs: { first: extrapolated, last: extrapolated },
           adminFromReceiptMs: { hostDown: extrapolated, last: extrapolated },
-          sendToInspectorReceiptMs: { min: undefined, ...extrapolated },
+          // Not a Nova time: nothing to extrapolate.
+          sendToInspectorReceiptMs: { min: undefined, p50: undefined, p99: undefined, max: undefined, n: 0 },
           inspectorEventToAlarmsSentMs: extrapolated,
           everyVmInErrorMs: extrapolated,
           novaDoneMs: extrapolated,
