@@ -71,11 +71,15 @@ export function createAlarmStore(orm: Orm): AlarmStore {
 
   return {
     async reserveIds(count) {
-      const rows = await em().execute<{ id: string }[]>(
-        `select nextval(pg_get_serial_sequence('alarm', 'alarm_id')) as id from generate_series(1, ?)`,
+      // One row holding an array: thousands of rows would cost the event loop milliseconds to decode.
+      const rows = await em().execute<{ ids: Array<string | number> | string }[]>(
+        `select array_agg(id order by id) as ids
+           from (select nextval(pg_get_serial_sequence('alarm', 'alarm_id')) as id from generate_series(1, ?)) s`,
         [count],
       );
-      return rows.map((r) => Number(r.id)).sort((a, b) => a - b);
+      const ids = rows[0]?.ids ?? [];
+      const list = typeof ids === 'string' ? ids.replace(/[{}]/g, '').split(',').filter(Boolean) : ids;
+      return list.map(Number);
     },
 
     async lastAlarmId() {

@@ -185,7 +185,9 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
     for (const a of alarms) log.push(a);
     fanOut(alarms);
     enqueue({ alarms, hosts, novaDone: [], lastAlarmId: alarms.at(-1)?.alarmId });
-    if (available() < idReserve / 2) void refill();
+    // Topping up the pool is a query whose answer is thousands of rows: it waits
+    // for the next turn, once the alarms of this raise are on their sockets.
+    if (available() < idReserve / 2) setImmediate(() => void refill());
     return alarms;
   }
 
