@@ -42,7 +42,7 @@ import { openDatabase } from '../db/connection.js';
 import { AlarmType, InspectorServiceDefinition, type InspectorServiceClient } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { durationToMs } from '../common/duration.js';
 import { startInspector } from '../inspector/main.js';
-import { startOpenStackDouble } from '../test/support/openstack-double.js';
+import { openrcEnv, startOpenStackDouble } from '../test/support/openstack-double.js';
 
 const thisFile = fileURLToPath(import.meta.url);
 
@@ -93,14 +93,7 @@ async function runDoubleChild() {
   const d = await startOpenStackDouble({ pageSize: 1_000 });
   const out = (v: unknown) => process.stdout.write(JSON.stringify(v) + '\n');
   out({
-    env: {
-      OS_AUTH_URL: d.authUrl,
-      OS_USERNAME: d.credentials.username,
-      OS_PASSWORD: d.credentials.password,
-      OS_PROJECT_NAME: d.credentials.projectName,
-      OS_USER_DOMAIN_NAME: d.credentials.userDomainName,
-      OS_PROJECT_DOMAIN_NAME: d.credentials.projectDomainName,
-    },
+    env: openrcEnv(d),
   });
   const lines = createInterface({ input: process.stdin });
   lines.on('line', (line) => {

@@ -7,24 +7,13 @@ import { AlarmType, InspectorServiceDefinition, type Alarm, type InspectorServic
 import { startInspector, type InspectorOptions, type RunningInspector } from '../inspector/main.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
-import { startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
+import { openrcEnv, startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
 
 interface Harness {
   db: TestDatabase;
   inspector: RunningInspector;
   client: InspectorServiceClient;
   stop(): Promise<void>;
-}
-
-function envFor(d: OpenStackDouble): NodeJS.ProcessEnv {
-  return {
-    OS_AUTH_URL: d.authUrl,
-    OS_USERNAME: d.credentials.username,
-    OS_PASSWORD: d.credentials.password,
-    OS_PROJECT_NAME: d.credentials.projectName,
-    OS_USER_DOMAIN_NAME: d.credentials.userDomainName,
-    OS_PROJECT_DOMAIN_NAME: d.credentials.projectDomainName,
-  };
 }
 
 async function openstack(t: ExecutionContext): Promise<OpenStackDouble> {
@@ -41,7 +30,7 @@ async function inspectorFor(t: ExecutionContext, d: OpenStackDouble | undefined,
     databaseUrl: db.url,
     address: '127.0.0.1:0',
     httpAddress: '127.0.0.1:0',
-    env: d ? envFor(d) : {},
+    env: d ? openrcEnv(d) : {},
     resyncIntervalMs: 60_000,
     novaRetry: { maxAttempts: 4, baseDelayMs: 20, maxDelayMs: 100 },
     ...options,

@@ -16,7 +16,7 @@ import { resumeAfterTrailer } from '../inspector/service.js';
 import { vimStatusChannel } from '../db/notifications.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
-import { novaNotificationBody, startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
+import { novaNotificationBody, openrcEnv, startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
 import { walkReflection } from './support/reflection-client.js';
 
 interface Harness {
@@ -27,17 +27,6 @@ interface Harness {
   stop(): Promise<void>;
 }
 
-function envFor(d: OpenStackDouble): NodeJS.ProcessEnv {
-  return {
-    OS_AUTH_URL: d.authUrl,
-    OS_USERNAME: d.credentials.username,
-    OS_PASSWORD: d.credentials.password,
-    OS_PROJECT_NAME: d.credentials.projectName,
-    OS_USER_DOMAIN_NAME: d.credentials.userDomainName,
-    OS_PROJECT_DOMAIN_NAME: d.credentials.projectDomainName,
-  };
-}
-
 async function inspectorFor(t: ExecutionContext, options: Partial<InspectorOptions> & { db?: TestDatabase; double?: OpenStackDouble } = {}): Promise<Harness> {
   const db = options.db ?? (await createTestDatabase(t));
   const inspector = await startInspector({
@@ -46,7 +35,7 @@ async function inspectorFor(t: ExecutionContext, options: Partial<InspectorOptio
     databaseUrl: db.url,
     address: '127.0.0.1:0',
     httpAddress: '127.0.0.1:0',
-    env: options.double ? envFor(options.double) : {},
+    env: options.double ? openrcEnv(options.double) : {},
     resyncIntervalMs: 60_000,
     ...options,
   });

@@ -133,6 +133,18 @@ const computePrefixes: Record<string, { interface: string; region: string }> = {
 
 const isComputePath = (path: string) => /^\/compute(-[a-z0-9]+)?(\/|$|\?)/.test(path);
 
+/** The OS_* variables (an openrc) that point a client at the double. */
+export function openrcEnv(d: OpenStackDouble): NodeJS.ProcessEnv {
+  return {
+    OS_AUTH_URL: d.authUrl,
+    OS_USERNAME: d.credentials.username,
+    OS_PASSWORD: d.credentials.password,
+    OS_PROJECT_NAME: d.credentials.projectName,
+    OS_USER_DOMAIN_NAME: d.credentials.userDomainName,
+    OS_PROJECT_DOMAIN_NAME: d.credentials.projectDomainName,
+  };
+}
+
 export async function startOpenStackDouble(options: OpenStackDoubleOptions = {}): Promise<OpenStackDouble> {
   const pageSize = options.pageSize ?? 100;
   const credentials = {
