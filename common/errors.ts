@@ -45,3 +45,25 @@ export function constraintOf(err: unknown): string | undefined {
 export class ResourceExhaustedError extends Error {
   override name = 'ResourceExhaustedError';
 }
+
+const networkCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/**
+ * A database that cannot be reached (down, restarting, out of connections), as
+ * pg, the pool or the ORM report it, whatever wraps it: the caller should retry.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const c = (e as { code?: unknown }).code;
+    const code = typeof c === 'string' ? c : undefined;
+    // 08 connection exception, 57P01-57P03 shutdown / crash / starting up, 53300 too many connections.
+    if (code && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300')) return true;
+    if (code && networkCodes.has(code)) return true;
+    const message = (e as { message?: unknown }).message;
+    if (typeof message === 'string' && /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/i.test(message)) {
+      return true;
+    }
+    if (e instanceof AggregateError && e.errors.some((inner) => isDatabaseUnavailable(inner))) return true;
+  }
+  return false;
+}

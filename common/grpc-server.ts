@@ -19,6 +19,7 @@ import {
   NotFoundError,
   ResourceExhaustedError,
   UnavailableError,
+  isDatabaseUnavailable,
   isUniqueViolation,
 } from './errors.js';
 import { createHealthRegistry, ServingStatus, type HealthRegistry } from './health.js';
@@ -69,6 +70,10 @@ export function toServerError(err: unknown, logger: Logger, method: string, extr
   if (err instanceof UnavailableError) return new ServerError(Status.UNAVAILABLE, err.message);
   if (err instanceof ResourceExhaustedError) return new ServerError(Status.RESOURCE_EXHAUSTED, err.message);
   if (isUniqueViolation(err)) return new ServerError(Status.ALREADY_EXISTS, 'already exists');
+  if (isDatabaseUnavailable(err)) {
+    logger.warn('database unavailable', { method, err: String(err) });
+    return new ServerError(Status.UNAVAILABLE, 'database unavailable; retry');
+  }
   if ((err as { name?: string })?.name === 'AbortError') return new ServerError(Status.CANCELLED, 'cancelled');
   logger.error('internal error', { method, err });
   return new ServerError(Status.INTERNAL, 'internal error');

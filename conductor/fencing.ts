@@ -48,7 +48,7 @@ import type { Pool } from 'pg';
 import type { StoredStatus } from '../db/entities.js';
 import type { Orm } from '../db/connection.js';
 import { vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
-import { AbortedError, UnavailableError } from '../common/errors.js';
+import { AbortedError, UnavailableError, isDatabaseUnavailable } from '../common/errors.js';
 import type { Report } from './report.js';
 
 export type ReportOutcome = { accepted: true; status: StoredStatus; changed: boolean } | { accepted: false };
@@ -245,23 +245,6 @@ export function translateDatabaseError(err: unknown): unknown {
   if (code === '55P03') return new UnavailableError('VIM row held by another transaction; report again', { cause: err });
   if (code === '40001' || code === '40P01') return new AbortedError('concurrent update, retry', { cause: err });
   return err;
-}
-
-const networkCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
-
-export function isDatabaseUnavailable(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = sqlState(e);
-    // 08 connection exception, 57P01-57P03 shutdown / crash / starting up, 53300 too many connections.
-    if (code && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300')) return true;
-    if (code && networkCodes.has(code)) return true;
-    const message = (e as { message?: unknown }).message;
-    if (typeof message === 'string' && /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/i.test(message)) {
-      return true;
-    }
-    if (e instanceof AggregateError && e.errors.some((inner) => isDatabaseUnavailable(inner))) return true;
-  }
-  return false;
 }
 
 function sqlState(err: unknown): string | undefined {
