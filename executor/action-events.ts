@@ -1,9 +1,9 @@
 // Action events for WatchActions. Each watcher has a bounded queue of its own:
 // publishing never waits, so a slow watcher cannot slow the actions or the
 // other watchers; one that falls too far behind is ended with an overflow error.
-import type { ActionObserver, MonitorAction, ReplyRecord, RoundRecord } from './action.js';
+import type { ActionObserver, MonitorAction, ReplyRecord, RoundRecord, StopReasonName } from './action.js';
 
-export type StopReasonName = 'STOPPED' | 'BAD_ACTION' | 'SHUTDOWN';
+export type { StopReasonName } from './action.js';
 
 export type ActionEvent =
   | { type: 'started'; atMs: number; action: MonitorAction }

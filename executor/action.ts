@@ -4,8 +4,11 @@
 // that is slow or down delays no round, and every report carries the latest
 // decided status (latest wins: nothing queues up).
 //
-// An executor holds thousands of these, so an action is one object with one
-// suspended loop and at most one timer, and no closures of its own.
+// An executor holds thousands of these, and V8 lets old space grow to a few
+// times what survives a collection, so what an action keeps between rounds is
+// kept small: one object with one AbortController, one suspended async frame,
+// at most one timer and no closures of its own. What actions have in common
+// (dependencies, settings, decisions) is shared, not copied.
 import type { AuthUrl } from '../common/auth-url.js';
 import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
@@ -67,10 +70,15 @@ export interface ActionDeps {
   backoff: BackoffOptions;
   observer?: ActionObserver;
   counters?: ActionCounters;
+  /** Told once, synchronously, when the action has ended, before run()'s promise settles. */
+  onEnd?: (action: MonitorAction, reason: StopReasonName) => void;
 }
 
-/** Why run() returned: a conductor fenced the action off, or its signal aborted. */
-export type RunEnd = 'bad-action' | 'aborted';
+/**
+ * Why an action ended: stopped by StopAction, fenced off by a conductor's
+ * BAD_ACTION, or ended by the executor's shutdown.
+ */
+export type StopReasonName = 'STOPPED' | 'BAD_ACTION' | 'SHUTDOWN';
 
 export class MonitorAction {
   readonly startedAtMs = Date.now();
@@ -80,9 +88,11 @@ export class MonitorAction {
   lastReply: ReplyRecord | undefined = undefined;
 
   private readonly counters: ActionCounters;
-  // Ends this action's own work: when run()'s signal aborts, or on BAD_ACTION.
+  // Ends this action's work: stop(), run()'s signal, or BAD_ACTION.
   private readonly own = new AbortController();
-  private fenced = false;
+  // Set by whoever ends the action first.
+  private endReason: StopReasonName | undefined = undefined;
+  private running: Promise<StopReasonName> | undefined = undefined;
   // What the conductor holds for this VIM, as far as this action knows.
   private storedStatus: DecidedStatus | undefined;
   // The status of the last report a conductor answered. When its answer differs
@@ -105,66 +115,90 @@ export class MonitorAction {
     this.storedStatus = spec.knownStatus;
   }
 
-  async run(signal: AbortSignal): Promise<RunEnd> {
-    if (signal.aborted) return 'aborted';
-    // The action itself is the abort listener (handleEvent): no closure per action.
-    signal.addEventListener('abort', this, { once: true });
-    try {
-      await this.loop(this.own.signal);
-    } finally {
-      signal.removeEventListener('abort', this);
-      this.own.abort();
-      clearTimeout(this.sleepTimer);
-    }
-    await this.reportInFlight; // aborted with the loop; settles at once
-    return this.fenced ? 'bad-action' : 'aborted';
+  /**
+   * Runs the action until stop(), `signal` or a conductor's BAD_ACTION ends it;
+   * resolves to why it ended. Runs once: a later call returns the same promise.
+   */
+  run(signal?: AbortSignal): Promise<StopReasonName> {
+    return (this.running ??= this.loop(signal));
   }
 
-  /** run()'s signal aborted. */
-  handleEvent(): void {
+  /** Ends the action (its probe and report in flight too); run()'s promise settles soon after. */
+  stop(reason: StopReasonName = 'STOPPED'): void {
+    this.endReason ??= reason;
     this.own.abort();
     this.wake();
   }
 
-  private async loop(signal: AbortSignal): Promise<void> {
+  /** run()'s signal aborted. The action itself is the listener: no closure per action. */
+  handleEvent(): void {
+    this.stop();
+  }
+
+  // One async frame for the whole life of the action: a second one awaiting
+  // it would be kept for as long as the action runs.
+  private async loop(parent: AbortSignal | undefined): Promise<StopReasonName> {
+    const signal = this.own.signal;
+    if (parent?.aborted) this.stop();
+    else parent?.addEventListener('abort', this, { once: true });
     const { intervalMs, reportIntervalMs } = this.spec.settings;
     let nextRoundAt = performance.now();
     this.nextHeartbeatAt = nextRoundAt + reportIntervalMs;
-    while (!signal.aborted) {
-      const now = performance.now();
-      if (now >= nextRoundAt) {
-        await this.probe(signal);
-        // Measured from this round's start: a round that overran is followed at
-        // once by the next, with no burst to catch up on the ones it displaced.
-        nextRoundAt = now + intervalMs;
-        continue;
-      }
-      let wakeAt = nextRoundAt;
-      if (!this.reportInFlight) {
-        const dueAt = this.reportDueAt(now);
-        if (dueAt <= now) {
-          this.reportInFlight = this.report(signal);
+    try {
+      while (!signal.aborted) {
+        const now = performance.now();
+        if (now >= nextRoundAt) {
+          await this.probe(signal);
+          // Measured from this round's start: a round that overran is followed at
+          // once by the next, with no burst to catch up on the ones it displaced.
+          nextRoundAt = now + intervalMs;
           continue;
         }
-        wakeAt = Math.min(wakeAt, dueAt);
+        let wakeAt = nextRoundAt;
+        if (!this.reportInFlight) {
+          const dueAt = this.reportDueAt(now);
+          if (dueAt <= now) {
+            this.reportInFlight = this.report(signal);
+            continue;
+          }
+          wakeAt = Math.min(wakeAt, dueAt);
+        }
+        await this.sleep(wakeAt - now);
       }
-      await this.sleep(wakeAt - now);
+    } catch (err) {
+      this.deps.logger.error('action failed', { ...this.ids(), err });
+    } finally {
+      parent?.removeEventListener('abort', this);
+      this.own.abort();
+      clearTimeout(this.sleepTimer);
     }
+    await this.reportInFlight; // aborted with the loop; settles at once
+    const reason = this.endReason ?? 'STOPPED';
+    this.deps.onEnd?.(this, reason);
+    return reason;
   }
 
   private async probe(signal: AbortSignal): Promise<void> {
     const { settings } = this.spec;
     const startedAtMs = Date.now();
-    const result = (await probeRound(this.deps.probe, this.spec.authUrl, settings, signal)) as RoundRecord;
+    const result = await probeRound(this.deps.probe, this.spec.authUrl, settings, signal);
     if (signal.aborted) return;
     const previous = this.decision;
     this.decision = decide(previous, result.ok, settings.unreachableAfter);
     this.rounds++;
     this.counters.rounds++;
-    result.startedAtMs = startedAtMs;
-    result.decidedStatus = this.decision.status;
-    this.lastRound = result;
-    this.deps.observer?.round(this, result);
+    // Kept until the next round: made whole in one go, so that it takes one small object.
+    const round: RoundRecord = {
+      ok: result.ok,
+      attempts: result.attempts,
+      successes: result.successes,
+      latencyMs: result.latencyMs,
+      error: result.error,
+      startedAtMs,
+      decidedStatus: this.decision.status,
+    };
+    this.lastRound = round;
+    this.deps.observer?.round(this, round);
     if (previous.status !== this.decision.status) {
       const fields = { vimId: this.spec.vimId, actionId: this.spec.actionId, from: previous.status, to: this.decision.status, error: result.error || undefined };
       if (previous.status === 'PENDING') this.deps.logger.debug('vim status decided', fields);
@@ -227,8 +261,7 @@ export class MonitorAction {
       case 'bad-action':
         reply.storedStatus = 'BAD_ACTION';
         logger.info("conductor answered BAD_ACTION: this action is no longer the VIM's; exiting", this.ids());
-        this.fenced = true;
-        this.own.abort();
+        this.stop('BAD_ACTION');
         break;
       case 'unavailable':
         this.counters.unansweredReports++;

@@ -11,7 +11,10 @@ export interface Decision {
 }
 
 /** Before the first round: nothing is known yet. */
-export const initialDecision: Decision = { status: 'PENDING', failedRoundsInRow: 0 };
+export const initialDecision: Decision = Object.freeze({ status: 'PENDING', failedRoundsInRow: 0 });
+
+// Every successful round decides this: one object shared by all actions, not one per round.
+const reachable: Decision = Object.freeze({ status: 'REACHABLE', failedRoundsInRow: 0 });
 
 /**
  * REACHABLE on a successful round; UNREACHABLE once failed rounds in a row
@@ -20,7 +23,7 @@ export const initialDecision: Decision = { status: 'PENDING', failedRoundsInRow:
  * and one never yet decided stays PENDING).
  */
 export function decide(previous: Decision, roundOk: boolean, unreachableAfter: number): Decision {
-  if (roundOk) return { status: 'REACHABLE', failedRoundsInRow: 0 };
+  if (roundOk) return reachable;
   const failedRoundsInRow = previous.failedRoundsInRow + 1;
   const status = failedRoundsInRow >= unreachableAfter ? 'UNREACHABLE' : previous.status;
   return { status, failedRoundsInRow };

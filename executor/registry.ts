@@ -1,12 +1,12 @@
-// The actions running in this executor, by action id and by VIM. Each action
-// runs under an AbortController of its own, a child of the executor's root
-// signal: aborting the root (shutdown) aborts every action.
+// The actions running in this executor, by action id and by VIM. The
+// registry ends an action through its stop(): StopAction with STOPPED, the
+// executor's root signal (shutdown) with SHUTDOWN for every action at once.
 import { AlreadyExistsError, UnavailableError } from '../common/errors.js';
 import type { BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
-import type { ProbeName } from '../common/monitor-policy.js';
-import { createActionCounters, MonitorAction, type ActionCounters, type ActionSpec } from './action.js';
-import type { ActionEventHub, StopReasonName } from './action-events.js';
+import type { MonitorSettings, ProbeName } from '../common/monitor-policy.js';
+import { createActionCounters, MonitorAction, type ActionCounters, type ActionDeps, type ActionSpec, type StopReasonName } from './action.js';
+import type { ActionEventHub } from './action-events.js';
 import { probes as defaultProbes, type Probe } from './probe.js';
 import type { Reporter } from './report.js';
 
@@ -20,14 +20,6 @@ export interface ActionRegistryOptions {
   probes?: Readonly<Record<ProbeName, Probe>>;
 }
 
-interface Entry {
-  action: MonitorAction;
-  controller: AbortController;
-  /** Set by whoever aborts the action, before aborting it. */
-  stopReason: StopReasonName | undefined;
-  done: Promise<void>;
-}
-
 export interface StartResult {
   action: MonitorAction;
   alreadyRunning: boolean;
@@ -35,17 +27,34 @@ export interface StartResult {
 
 export class ActionRegistry {
   readonly counters: ActionCounters = createActionCounters();
-  private readonly byId = new Map<string, Entry>();
+  private readonly byId = new Map<string, MonitorAction>();
   // Arrays rather than Sets: almost every VIM has exactly one action.
-  private readonly byVim = new Map<string, Entry[]>();
-  // Every action's run, until it has ended (also after it left byId).
-  private readonly running = new Set<Promise<void>>();
+  private readonly byVim = new Map<string, MonitorAction[]>();
+  // Every action until it has ended (also after it left byId).
+  private readonly running = new Set<MonitorAction>();
   private readonly logger: Logger;
-  private readonly probes: Readonly<Record<ProbeName, Probe>>;
+  // One set of dependencies per probe kind, shared by every action of that kind.
+  private readonly deps = new Map<ProbeName, ActionDeps>();
+  // Equal monitor settings are one object shared by the actions that run
+  // them (most VIMs run the default policy), counted so that it goes with
+  // the last of them.
+  private readonly settings = new Map<string, { settings: MonitorSettings; actions: number }>();
 
   constructor(private readonly options: ActionRegistryOptions) {
     this.logger = options.logger;
-    this.probes = options.probes ?? defaultProbes;
+    const probes = options.probes ?? defaultProbes;
+    const onEnd = (action: MonitorAction, reason: StopReasonName) => this.ended(action, reason);
+    for (const [name, probe] of Object.entries(probes) as Array<[ProbeName, Probe]>) {
+      this.deps.set(name, {
+        logger: this.logger,
+        probe,
+        reporter: options.reporter,
+        backoff: options.backoff,
+        observer: options.events,
+        counters: this.counters,
+        onEnd,
+      });
+    }
     // One listener on the root for all actions, rather than one per action:
     // EventTarget walks its listener list on every add and remove, which
     // would make starting and stopping 10,000 actions quadratic.
@@ -61,9 +70,9 @@ export class ActionRegistry {
     if (this.options.signal.aborted) throw new UnavailableError('executor is shutting down');
     const existing = this.byId.get(spec.actionId);
     if (existing) {
-      const difference = differenceOf(existing.action.spec, spec);
+      const difference = differenceOf(existing.spec, spec);
       if (difference) throw new AlreadyExistsError(`action_id ${spec.actionId} already runs here with another ${difference}`);
-      return { action: existing.action, alreadyRunning: true };
+      return { action: existing, alreadyRunning: true };
     }
     const others = this.byVim.get(spec.vimId);
     if (others && others.length > 0) {
@@ -72,81 +81,81 @@ export class ActionRegistry {
       this.logger.warn('another action already runs here for this VIM', {
         vimId: spec.vimId,
         actionId: spec.actionId,
-        otherActionIds: others.map((e) => e.action.spec.actionId),
+        otherActionIds: others.map((a) => a.spec.actionId),
       });
     }
-    const { events } = this.options;
-    const action = new MonitorAction(spec, {
-      logger: this.logger,
-      probe: this.probes[spec.settings.probe],
-      reporter: this.options.reporter,
-      backoff: this.options.backoff,
-      observer: events,
-      counters: this.counters,
-    });
-    const entry: Entry = { action, controller: new AbortController(), stopReason: undefined, done: Promise.resolve() };
-    this.byId.set(spec.actionId, entry);
-    if (others) others.push(entry);
-    else this.byVim.set(spec.vimId, [entry]);
-    events.started(action);
-    const done = action.run(entry.controller.signal).then(
-      (end) => (end === 'bad-action' ? 'BAD_ACTION' : (entry.stopReason ?? 'STOPPED')),
-      (err: unknown) => {
-        this.logger.error('action failed', { vimId: spec.vimId, actionId: spec.actionId, err });
-        return entry.stopReason ?? 'STOPPED';
-      },
-    ).then((reason: StopReasonName) => {
-      this.remove(entry);
-      this.running.delete(done);
-      events.stopped(action, reason);
-      this.logger.debug('action ended', { vimId: spec.vimId, actionId: spec.actionId, reason });
-    });
-    entry.done = done;
-    this.running.add(done);
+    const action = new MonitorAction({ ...spec, settings: this.shareSettings(spec.settings) }, this.deps.get(spec.settings.probe)!);
+    this.byId.set(spec.actionId, action);
+    if (others) others.push(action);
+    else this.byVim.set(spec.vimId, [action]);
+    this.running.add(action);
+    this.options.events.started(action);
+    void action.run();
     return { action, alreadyRunning: false };
   }
 
   /** Stops an action; false when none with that id runs here. Resolves once it has ended. */
   async stop(actionId: string): Promise<boolean> {
-    const entry = this.byId.get(actionId);
-    if (!entry) return false;
-    entry.stopReason ??= 'STOPPED';
-    this.remove(entry);
-    entry.controller.abort();
-    await entry.done;
+    const action = this.byId.get(actionId);
+    if (!action) return false;
+    this.remove(action);
+    action.stop('STOPPED');
+    await action.run();
     return true;
   }
 
   /** Running actions of these VIMs, or all when vimIds is undefined. */
   list(vimIds?: ReadonlySet<string>): MonitorAction[] {
-    if (!vimIds) return [...this.byId.values()].map((e) => e.action);
+    if (!vimIds) return [...this.byId.values()];
     const actions: MonitorAction[] = [];
     for (const vimId of vimIds) {
-      for (const entry of this.byVim.get(vimId) ?? []) actions.push(entry.action);
+      for (const action of this.byVim.get(vimId) ?? []) actions.push(action);
     }
     return actions;
   }
 
   /** Resolves once every action started so far has ended. */
   async drained(): Promise<void> {
-    while (this.running.size > 0) await Promise.all([...this.running]);
+    while (this.running.size > 0) await Promise.all([...this.running].map((a) => a.run()));
+  }
+
+  private ended(action: MonitorAction, reason: StopReasonName): void {
+    this.remove(action);
+    this.running.delete(action);
+    this.releaseSettings(action.spec.settings);
+    this.options.events.stopped(action, reason);
+    this.logger.debug('action ended', { vimId: action.spec.vimId, actionId: action.spec.actionId, reason });
+  }
+
+  private shareSettings(settings: MonitorSettings): MonitorSettings {
+    const key = JSON.stringify(settings);
+    const shared = this.settings.get(key);
+    if (shared) {
+      shared.actions++;
+      return shared.settings;
+    }
+    this.settings.set(key, { settings, actions: 1 });
+    return settings;
+  }
+
+  private releaseSettings(settings: MonitorSettings): void {
+    const key = JSON.stringify(settings);
+    const shared = this.settings.get(key);
+    if (shared && --shared.actions === 0) this.settings.delete(key);
   }
 
   private abortAll(reason: StopReasonName): void {
-    for (const entry of [...this.byId.values()]) {
-      entry.stopReason ??= reason;
-      entry.controller.abort();
-    }
+    for (const action of [...this.byId.values()]) action.stop(reason);
   }
 
-  private remove(entry: Entry): void {
-    const { actionId, vimId } = entry.action.spec;
-    if (this.byId.get(actionId) === entry) this.byId.delete(actionId);
-    const vimEntries = this.byVim.get(vimId);
-    const i = vimEntries?.indexOf(entry) ?? -1;
+  private remove(action: MonitorAction): void {
+    const { actionId, vimId } = action.spec;
+    if (this.byId.get(actionId) === action) this.byId.delete(actionId);
+    const vimActions = this.byVim.get(vimId);
+    const i = vimActions?.indexOf(action) ?? -1;
     if (i < 0) return;
-    vimEntries!.splice(i, 1);
-    if (vimEntries!.length === 0) this.byVim.delete(vimId);
+    vimActions!.splice(i, 1);
+    if (vimActions!.length === 0) this.byVim.delete(vimId);
   }
 }
 
