@@ -24,7 +24,7 @@
 // Prints one JSON document.
 import { fork, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +38,7 @@ import { openDatabase } from '../db/connection.js';
 import { startConductor } from '../conductor/main.js';
 import { findHaproxy, startConductorProxy } from '../test/support/haproxy.js';
 import { startEchoServer } from './support/echo-server.js';
+import { createScratchDatabase } from '../test/support/scratch-database.js';
 
 const self = fileURLToPath(import.meta.url);
 
@@ -264,13 +265,8 @@ async function load(config: Omit<LoadConfig, 'concurrency' | 'channels' | 'durat
 
 async function main(): Promise<void> {
   const base = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-  const name = `vimmon_bench_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  const databaseUrl = url.toString();
+  const scratch = await createScratchDatabase(base, 'vimmon_bench');
+  const databaseUrl = scratch.url;
   const haproxy = findHaproxy();
   const scenarios: Record<string, Awaited<ReturnType<typeof load>> | { skipped: string }> = {};
   let sql: pg.Client | undefined;
@@ -325,7 +321,7 @@ async function main(): Promise<void> {
               servers: started.map((x) => x.process.pid!),
               proxy: proxy?.pid,
               postgresBackends: async () =>
-                (await sql!.query(`select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`, [name])).rows.map((row) => row.pid as number),
+                (await sql!.query(`select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`, [new URL(databaseUrl).pathname.slice(1)])).rows.map((row) => row.pid as number),
             },
           );
         } finally {
@@ -378,8 +374,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await sql?.end();
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { createChannel, createClient } from 'nice-grpc';
-import pg from 'pg';
 import { createLogger } from '../common/logger.js';
 import { startConductor } from '../conductor/main.js';
 import { openDatabase } from '../db/connection.js';
@@ -17,6 +16,8 @@ import { startExecutor } from '../executor/main.js';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { ProbeKind, VimServiceDefinition } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { startServer } from '../server/main.js';
+import { msToDuration as ms } from '../common/duration.js';
+import { createScratchDatabase } from '../test/support/scratch-database.js';
 
 const vims = Number(process.env.VIMS ?? 200);
 // refused: the listener closes (connect refused at once). hang: an HTTP endpoint
@@ -53,13 +54,8 @@ async function listen(fault: 'refused' | 'hang'): Promise<{ server: Server; port
 }
 
 async function run(config: (typeof configs)[number]) {
-  const name = `vimmon_bench_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const u = new URL(baseUrl);
-  u.pathname = `/${name}`;
-  const url = u.toString();
+  const scratch = await createScratchDatabase(baseUrl, 'vimmon_bench');
+  const url = scratch.url;
   const logger = createLogger({ level: 'warn' });
   const orm = await openDatabase({ url });
   const conductor = await startConductor({ logger, orm, address: '127.0.0.1:0' });
@@ -75,8 +71,7 @@ async function run(config: (typeof configs)[number]) {
   });
   const channel = createChannel(server.address);
   const client = createClient(VimServiceDefinition, channel);
-  const ms = (n: number) => ({ seconds: Math.floor(n / 1000), nanos: (n % 1000) * 1e6 });
-  const targets: Array<{ id: string; server: Server; fail(): void; closedAt?: number }> = [];
+    const targets: Array<{ id: string; server: Server; fail(): void; closedAt?: number }> = [];
   for (let i = 0; i < vims; i++) {
     const t = await listen(config.fault);
     const { vim } = await client.registerVim({
@@ -127,8 +122,7 @@ async function run(config: (typeof configs)[number]) {
   await executor.stop();
   await conductor.stop();
   await orm.close(true);
-  await admin.query(`drop database ${name} with (force)`);
-  await admin.end();
+  await scratch.drop();
   const budget = config.intervalMs + config.timeoutMs + 100;
   return {
     fault: config.fault,

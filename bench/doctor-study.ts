@@ -31,18 +31,19 @@
 //   npm run bench:doctor           (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres)
 //   QUICK=1 npm run bench:doctor   (fewer faults per cell)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
-import pg from 'pg';
 import { createLogger } from '../common/logger.js';
 import { openDatabase } from '../db/connection.js';
 import { AlarmType, InspectorServiceDefinition, type InspectorServiceClient } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { durationToMs } from '../common/duration.js';
 import { startInspector } from '../inspector/main.js';
 import { openrcEnv, startOpenStackDouble } from '../test/support/openstack-double.js';
+import { eventually } from '../test/support/wait.js';
+import { createScratchDatabase } from '../test/support/scratch-database.js';
 
 const thisFile = fileURLToPath(import.meta.url);
 
@@ -155,15 +156,6 @@ function summary(values: number[]) {
   return { p50: round(percentile(values, 50)), p99: round(percentile(values, 99)), max: round(percentile(values, 100)), n: values.length };
 }
 
-async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 interface Arrivals {
   first: number;
@@ -247,9 +239,9 @@ async function runColumn(d: DoubleHandle, databaseUrl: string, column: Column, c
   const client = createClient(InspectorServiceDefinition, channel);
   const controller = new AbortController();
   const total = plan.reduce((n, p) => n + p.vms, 0);
-  await eventually(async () => (await client.getStatus({})).cachedVms === total, 120_000, 'the inspector cache snapshot');
+  await eventually(async () => (await client.getStatus({})).cachedVms === total, 120_000, 'the inspector cache snapshot', 5);
   const subs = startSubscribers(client, controller);
-  await eventually(async () => (await client.getStatus({})).subscribers === consumers + 1, 30_000, 'the subscribers');
+  await eventually(async () => (await client.getStatus({})).subscribers === consumers + 1, 30_000, 'the subscribers', 5);
 
   const results: Array<{ vms: number; samples: Sample[] }> = cells.map((c) => ({ vms: c.vms, samples: [] }));
   for (const { host, vms, cell } of plan) {
@@ -264,12 +256,13 @@ async function runColumn(d: DoubleHandle, databaseUrl: string, column: Column, c
       () => subs.admin.get(host)?.count === vms + 1 && [...expectedPerConsumer].every(([c, n]) => subs.perConsumer[c]!.get(host)?.count === n),
       column.alarmTiming === 'after-nova' ? 600_000 : 60_000,
       `the alarms of ${host}`,
+      5,
     );
     const profile = waitNova
       ? await eventually(async () => {
           const p = (await client.getFaultProfile({ faultId })).profile;
           return p?.completedAt ? p : undefined;
-        }, 600_000, `the Nova work of ${host}`)
+        }, 600_000, `the Nova work of ${host}`, 5)
       : (await client.getFaultProfile({ faultId })).profile;
     if (cell < 0) {
       await d.setLatency(nova.latencyMs);
@@ -329,13 +322,8 @@ function cellSummary(column: Column, vms: number, samples: Sample[]) {
 }
 
 async function main() {
-  const name = `vimmon_bench_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const u = new URL(baseUrl);
-  u.pathname = `/${name}`;
-  const databaseUrl = u.toString();
+  const scratch = await createScratchDatabase(baseUrl, 'vimmon_bench');
+  const databaseUrl = scratch.url;
   const migrate = await openDatabase({ url: databaseUrl });
   await migrate.close(true);
   const d = await startDoubleChild();
@@ -451,8 +439,7 @@ async function main() {
     process.stdout.write(JSON.stringify(out, null, 2) + '\n');
   } finally {
     await d.close();
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -46,11 +46,10 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
   let lastLostCheck = 0;
-  /** Actions a live executor should run but does not (it restarted): (vim id, action id) pairs. */
-  let lost: Array<[string, string]> = [];
 
-  async function findLostActions(): Promise<void> {
-    lost = [];
+  /** Actions a live executor should run but does not (it restarted): (vim id, action id) pairs. */
+  async function findLostActions(): Promise<Array<[string, string]>> {
+    const lost: Array<[string, string]> = [];
     for (const executor of pool.live()) {
       // Rows first, then the executor's list: an action started after this read is not judged.
       const expected = await (orm.em.fork() as EntityManager).execute<Array<{ id: string; action_id: string }>>(
@@ -69,9 +68,10 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       for (const r of expected) if (!running.has(r.action_id)) lost.push([r.id, r.action_id]);
     }
     if (lost.length > 0) logger.warn('executors lost actions (restarted?); replacing them', { count: lost.length });
+    return lost;
   }
 
-  async function claim(): Promise<Array<{ row: Vim; oldActionId: string; oldExecutor: string | null }>> {
+  async function claim(lost: Array<[string, string]>): Promise<Array<{ row: Vim; oldActionId: string; oldExecutor: string | null }>> {
     const em = orm.em.fork() as EntityManager;
     // Postgres array literals: one parameter each, whatever the number of lost actions.
     const lostVims = `{${lost.map(([id]) => id).join(',')}}`;
@@ -106,12 +106,12 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   async function pass(): Promise<number> {
     let total = 0;
-    if (Date.now() - lastLostCheck >= lostActionCheckMs) {
-      lastLostCheck = Date.now();
-      await findLostActions();
-    }
+    const checkLost = Date.now() - lastLostCheck >= lostActionCheckMs;
+    if (checkLost) lastLostCheck = Date.now();
+    // Rows already reassigned no longer match their old action id, so later batches skip them.
+    const lost = checkLost ? await findLostActions() : [];
     while (true) {
-      const claimed = await claim();
+      const claimed = await claim(lost);
       total += claimed.length;
       const queue = [...claimed];
       await Promise.all(
@@ -126,10 +126,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           }
         }),
       );
-      if (claimed.length < batchSize) {
-        lost = [];
-        return total;
-      }
+      if (claimed.length < batchSize) return total;
     }
   }
 

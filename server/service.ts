@@ -42,7 +42,7 @@ export interface VimServiceOptions {
 }
 
 function uniqueToDomain(err: unknown, name: string): never {
-  if (isUniqueViolation(err) || /unique/i.test(String((err as Error)?.message))) {
+  if (isUniqueViolation(err)) {
     const c = constraintOf(err) ?? String((err as Error).message);
     if (c.includes('vim_default_live')) throw new AlreadyExistsError('is_default: another VIM is already the default; clear it first');
     if (c.includes('vim_name_live')) throw new AlreadyExistsError(`name: a VIM named ${JSON.stringify(name)} is already registered`);

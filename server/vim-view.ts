@@ -1,5 +1,4 @@
-import { probeKind, type MonitorSettings } from '../common/monitor-policy.js';
-import { toMonitorPolicy } from '../common/monitor-policy.js';
+import { toMonitorPolicy, type MonitorSettings } from '../common/monitor-policy.js';
 import { statusToProto } from '../common/vim-status.js';
 import type { Vim as VimRow } from '../db/entities.js';
 import type { Vim } from '../gen/vimmon/tacker/v1/vim_service.js';
@@ -28,7 +27,7 @@ export function toProtoVim(row: VimRow, key: Buffer): Vim {
     authUrl: row.authUrl,
     project: row.project,
     credentials: masked(unseal(row.credentialsSealed, key, row.id)),
-    monitor: { ...toMonitorPolicy(monitorOf(row)), probe: probeKind(row.probe) },
+    monitor: toMonitorPolicy(monitorOf(row)),
     status: statusToProto(row.status),
     actionId: row.actionId,
     isDefault: row.isDefault,

@@ -3,23 +3,14 @@
 // exits 0, and PostgreSQL is stopped, nothing left running.
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { createChannel, createClient, Status } from 'nice-grpc';
 import { HealthCheckResponse_ServingStatus, HealthDefinition } from '../gen/grpc/health/v1/health.js';
 import { VimServiceDefinition } from '../gen/vimmon/tacker/v1/vim_service.js';
+import { freePort } from './support/targets.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test('vimmon all: serves every role, and SIGTERM stops it cleanly with its embedded PostgreSQL', async (t) => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'vimmon-cli-'));

@@ -1,23 +1,20 @@
 // The conductor against a real PostgreSQL: the fence, the event trail, the
 // NOTIFY, validation at the edge, and the contract every role serves.
 import { randomUUID } from 'node:crypto';
-import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import pg from 'pg';
-import { MikroORM } from '@mikro-orm/postgresql';
 import { ClientError, createChannel, createClient, Status } from 'nice-grpc';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimMonitorAction2ConductorDefinition, type VimMonitorAction2ConductorClient } from '../gen/vimmon/conductor/v1/conductor.js';
 import { HealthCheckResponse_ServingStatus, HealthDefinition } from '../gen/grpc/health/v1/health.js';
 import { createLogger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
-import { entities } from '../db/entities.js';
 import { parseVimStatusNotification, vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
 import type { Orm } from '../db/connection.js';
 import { startConductor } from '../conductor/main.js';
 import { createFencedStatusWriter, type ReportOutcome } from '../conductor/fencing.js';
 import { UnavailableError } from '../common/errors.js';
-import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { createTestDatabase, unreachableDatabase, type TestDatabase } from './support/database.js';
 import { walkReflection } from './support/reflection-client.js';
 
 const logger = createLogger({ level: 'silent' });
@@ -312,13 +309,7 @@ test('bad input gets INVALID_ARGUMENT naming the field, before the database is a
 });
 
 test('a database that cannot be reached gives UNAVAILABLE, so the action retries', async (t) => {
-  const closed = createTcpServer();
-  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-  const port = (closed.address() as AddressInfo).port;
-  await new Promise<void>((r) => closed.close(() => r()));
-  // Constructed, not init(): nothing connects until the conductor's first report.
-  const unreachable = new MikroORM({ clientUrl: `postgres://postgres@127.0.0.1:${port}/vimmon`, entities, pool: { min: 0, max: 2 }, allowGlobalContext: false });
-  t.teardown(() => unreachable.close(true));
+  const { orm: unreachable } = await unreachableDatabase(t);
   const { client } = await startHarness(t, unreachable);
   await rejectsWith(t, client.updateVim({ vimId: randomUUID(), actionId: randomUUID(), status: VimStatus.VIM_STATUS_REACHABLE }), Status.UNAVAILABLE);
 });

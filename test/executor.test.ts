@@ -26,6 +26,7 @@ import { msToDuration } from '../common/duration.js';
 import { ActionEventHub, WatcherOverflowError, type ActionEvent } from '../executor/action-events.js';
 import { startExecutor, type ExecutorOptions, type RunningExecutor } from '../executor/main.js';
 import { testLogger } from './support/logger.js';
+import { freePort } from './support/targets.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -94,13 +95,6 @@ async function openTarget(t: ExecutionContext, port = 0): Promise<Target> {
   return { port: bound, url: `http://127.0.0.1:${bound}/v3`, close };
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface Harness {
   executor: RunningExecutor;

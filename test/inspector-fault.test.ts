@@ -8,6 +8,7 @@ import { startInspector, type InspectorOptions, type RunningInspector } from '..
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
 import { openrcEnv, startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
+import { eventually } from './support/wait.js';
 
 interface Harness {
   db: TestDatabase;
@@ -48,15 +49,6 @@ async function inspectorFor(t: ExecutionContext, d: OpenStackDouble | undefined,
   return { db, inspector, client, stop };
 }
 
-async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 /** A live subscription that records each alarm with its arrival time. */
 function subscribe(t: ExecutionContext, client: InspectorServiceClient, request: { afterAlarmId?: number; liveOnly?: boolean } = { liveOnly: true }) {

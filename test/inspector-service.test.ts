@@ -18,6 +18,7 @@ import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
 import { novaNotificationBody, openrcEnv, startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
 import { walkReflection } from './support/reflection-client.js';
+import { eventually } from './support/wait.js';
 
 interface Harness {
   db: TestDatabase;
@@ -51,15 +52,6 @@ async function inspectorFor(t: ExecutionContext, options: Partial<InspectorOptio
   return { db, inspector, client, channel, stop };
 }
 
-async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 function subscribe(t: ExecutionContext, client: InspectorServiceClient, request: { afterAlarmId?: number; liveOnly?: boolean; filter?: { types?: AlarmType[]; hosts?: string[] } } = {}) {
   const controller = new AbortController();

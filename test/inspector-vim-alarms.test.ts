@@ -10,7 +10,7 @@ import { AlarmType, InspectorServiceDefinition } from '../gen/vimmon/inspector/v
 import { startInspector } from '../inspector/main.js';
 import { createTestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
-import { eventually } from './support/mesh.js';
+import { eventually } from './support/wait.js';
 
 test('first start: one VIM_UNREACHABLE per VIM unreachable now, no replay of old transitions', async (t) => {
   const db = await createTestDatabase(t);

@@ -3,10 +3,11 @@
 import test from 'ava';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { ProbeKind, type MonitorPolicy } from '../gen/vimmon/tacker/v1/vim_service.js';
-import { eventually, startMesh } from './support/mesh.js';
+import { startMesh } from './support/mesh.js';
+import { eventually } from './support/wait.js';
 import { openHttpTarget, openTcpTarget } from './support/targets.js';
+import { msToDuration as ms } from '../common/duration.js';
 
-const ms = (n: number) => ({ seconds: Math.floor(n / 1000), nanos: (n % 1000) * 1e6 });
 const fast: Partial<MonitorPolicy> = { interval: ms(200), timeout: ms(100), reportInterval: ms(300), staleAfter: ms(1200) };
 
 async function statusOf(mesh: Awaited<ReturnType<typeof startMesh>>, id: string) {

@@ -8,8 +8,8 @@ import { monitorDefaults, resolveMonitorPolicy, toMonitorPolicy } from '../commo
 import { ProbeKind, type MonitorPolicy } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { masked, seal, unseal, validateCredentials } from '../server/credentials.js';
 import { decodeSecretKey } from '../server/secret-key.js';
+import { msToDuration as ms } from '../common/duration.js';
 
-const ms = (n: number) => ({ seconds: Math.floor(n / 1000), nanos: (n % 1000) * 1e6 });
 
 test('auth_url: hosts, ports by scheme, IPv6 literals', (t) => {
   t.like(parseAuthUrl('https://keystone.example/v3'), { scheme: 'https', host: 'keystone.example', port: 443 });

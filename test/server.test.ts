@@ -6,7 +6,7 @@ import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1/conductor.js';
 import { ProbeKind, VimServiceDefinition, type VimServiceClient } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { startServer } from '../server/main.js';
-import { createTestDatabase } from './support/database.js';
+import { createTestDatabase, unreachableDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
 import { startRecordingExecutor, type RecordingExecutor } from './support/recording-executor.js';
 
@@ -228,16 +228,7 @@ test('credentials are sealed to their row: a copied ciphertext does not open els
 });
 
 test('a database that cannot be reached gives UNAVAILABLE, not INTERNAL', async (t) => {
-  const { createServer: createTcpServer } = await import('node:net');
-  const { MikroORM } = await import('@mikro-orm/postgresql');
-  const { entities } = await import('../db/entities.js');
-  const closed = createTcpServer();
-  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-  const port = (closed.address() as { port: number }).port;
-  await new Promise<void>((r) => closed.close(() => r()));
-  const url = `postgres://postgres@127.0.0.1:${port}/vimmon`;
-  // Constructed, not init(): nothing connects until the first call.
-  const orm = new MikroORM({ clientUrl: url, entities, pool: { min: 0, max: 2 }, allowGlobalContext: false });
+  const { url, orm } = await unreachableDatabase(t);
   const executor = await startRecordingExecutor(testLogger());
   const server = await startServer({ logger: testLogger(), orm, databaseUrl: url, address: '127.0.0.1:0', executors: [executor.address], key, reconcileIntervalMs: 60_000 });
   const channel = createChannel(server.address);
@@ -245,7 +236,6 @@ test('a database that cannot be reached gives UNAVAILABLE, not INTERNAL', async 
     channel.close();
     await server.stop();
     await executor.stop();
-    await orm.close(true);
   });
   const client = createClient(VimServiceDefinition, channel);
   await grpcError(t, client.registerVim(base), Status.UNAVAILABLE);

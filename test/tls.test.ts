@@ -12,8 +12,9 @@ import { startServer } from '../server/main.js';
 import { makeCertificates } from './support/certificates.js';
 import { createTestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
-import { eventually } from './support/mesh.js';
+import { eventually } from './support/wait.js';
 import { openTcpTarget } from './support/targets.js';
+import { msToDuration as ms } from '../common/duration.js';
 
 test('mutual TLS: the mesh works with certificates from its CA and refuses everyone else', async (t) => {
   const certs = makeCertificates();
@@ -49,7 +50,6 @@ test('mutual TLS: the mesh works with certificates from its CA and refuses every
   });
 
   const trusted = client(ChannelCredentials.createSsl(certs.ca, certs.key, certs.cert));
-  const ms = (n: number) => ({ seconds: 0, nanos: n * 1e6 });
   const { vim } = await trusted.registerVim({
     name: 'tls',
     authUrl: target.url,

@@ -1,14 +1,16 @@
 // Each test file gets a database of its own on a real PostgreSQL: the server at
 // DATABASE_URL when set (CI), otherwise an embedded PostgreSQL started once per
 // worker process in a temporary folder.
-import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import test, { type ExecutionContext } from 'ava';
+import { MikroORM } from '@mikro-orm/postgresql';
 import { openDatabase, type Orm } from '../../db/connection.js';
+import { entities } from '../../db/entities.js';
+import { freePort } from './targets.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../db/embedded.js';
+import { createScratchDatabase } from './scratch-database.js';
 
 let embedded: Promise<EmbeddedDatabase> | undefined;
 
@@ -44,15 +46,8 @@ export interface TestDatabase {
 }
 
 export async function createTestDatabase(t: ExecutionContext): Promise<TestDatabase> {
-  const base = await serverUrl();
-  const name = `vimmon_t_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  const url = u.toString();
+  const scratch = await createScratchDatabase(await serverUrl(), 'vimmon_t');
+  const url = scratch.url;
   const orms: Orm[] = [];
   const open = async () => {
     const orm = await openDatabase({ url });
@@ -62,10 +57,18 @@ export async function createTestDatabase(t: ExecutionContext): Promise<TestDatab
   const orm = await open();
   t.teardown(async () => {
     for (const o of orms) await o.close(true);
-    const a = new pg.Client({ connectionString: base });
-    await a.connect();
-    await a.query(`drop database if exists ${name} with (force)`);
-    await a.end();
+    await scratch.drop();
   });
   return { url, orm, open };
+}
+
+/**
+ * An ORM for a port nothing listens on. Constructed, not init(): nothing
+ * connects until the first query, which fails as a database that is down does.
+ */
+export async function unreachableDatabase(t: ExecutionContext): Promise<{ url: string; orm: Orm }> {
+  const url = `postgres://postgres@127.0.0.1:${await freePort()}/vimmon`;
+  const orm = new MikroORM({ clientUrl: url, entities, pool: { min: 0, max: 2 }, allowGlobalContext: false });
+  t.teardown(() => orm.close(true));
+  return { url, orm };
 }

@@ -3,10 +3,11 @@
 // very file operators deploy. Also used by bench/conductor-throughput.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './targets.js';
 
 export const deployHaproxyConfig = fileURLToPath(new URL('../../deploy/haproxy.cfg', import.meta.url));
 
@@ -27,18 +28,6 @@ export function findHaproxy(): string | undefined {
 }
 
 export const haproxyMissingMessage = 'haproxy is not installed (Debian: apt-get install -y haproxy); CI installs it, so this test fails there instead of skipping';
-
-/** A port that was free a moment ago (HAProxy cannot bind port 0 and report it). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export interface ConductorProxyOptions {
   /** Exactly the two server lines of the template. */

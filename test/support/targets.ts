@@ -1,7 +1,7 @@
 // Real endpoints for probes: a TCP listener that can be closed and reopened on
 // the same port (a VIM going down and coming back), and an HTTP server.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
 export interface TcpTarget {
   port: number;
@@ -68,4 +68,16 @@ export async function openHttpTarget(status = 200): Promise<{ url: string; hits:
         server.close(() => r());
       }),
   };
+}
+
+/** A port that was free a moment ago (for a process that must be told its port: HAProxy, `vimmon all`). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
