@@ -9,7 +9,7 @@
 // roles in order and PostgreSQL last.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -49,6 +49,48 @@ async function binaries(): Promise<Binaries> {
     }
   }
   return bin;
+}
+
+/** The first folder on the way to `target` that the user cannot enter, if any. */
+function blockedFolder(target: string, ids: { uid?: number; gid?: number }): string | undefined {
+  if (ids.uid === undefined) return undefined;
+  const parts = path.resolve(target).split(path.sep).filter(Boolean);
+  for (let i = 0; i < parts.length; i++) {
+    const dir = path.sep + parts.slice(0, i).join(path.sep);
+    let st;
+    try {
+      st = statSync(dir);
+    } catch {
+      return undefined; // not made yet: mkdir gives it a traversable mode
+    }
+    const x = st.uid === ids.uid ? 0o100 : st.gid === ids.gid ? 0o010 : 0o001;
+    if (!(st.mode & x)) return dir;
+  }
+  return undefined;
+}
+
+/**
+ * As root, the server runs as `postgres`, which must reach the binaries. When
+ * the project sits in a folder it cannot enter (a 0700 home or temporary
+ * folder), the binaries are copied once per version to the system's temporary
+ * folder and run from there.
+ */
+async function reachableBinaries(bin: Binaries, ids: { uid?: number; gid?: number }): Promise<Binaries> {
+  if (!blockedFolder(bin.pg_ctl, ids)) return bin;
+  const root = path.resolve(path.dirname(bin.pg_ctl), '..', '..'); // <package>/native/bin/pg_ctl
+  const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string };
+  const copy = path.join(tmpdir(), `vimmon-postgres-${process.platform}-${process.arch}-${version}`);
+  if (!existsSync(path.join(copy, 'bin', 'pg_ctl'))) {
+    const staging = `${copy}.${process.pid}`;
+    await run('cp', ['-a', path.join(root, 'native'), staging]);
+    chmodSync(staging, 0o755);
+    try {
+      renameSync(staging, copy);
+    } catch {
+      rmSync(staging, { recursive: true, force: true }); // another process made it first
+    }
+  }
+  return { initdb: path.join(copy, 'bin', 'initdb'), pg_ctl: path.join(copy, 'bin', 'pg_ctl') };
 }
 
 /** As root, PostgreSQL must run as another user: `postgres`, made if absent. */
@@ -94,8 +136,14 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   if (fresh || !existsSync(passwordFile)) writeFileSync(passwordFile, randomBytes(18).toString('base64url'), { mode: 0o600 });
   const password = readFileSync(passwordFile, 'utf8').trim();
   const log = options.onLog ?? (() => {});
-  const bin = await binaries();
   const ids = await postgresUser();
+  const blocked = blockedFolder(root, ids);
+  if (blocked) {
+    throw new Error(
+      `the embedded PostgreSQL runs as user postgres, which cannot enter ${blocked}: set VIMMON_DATA_DIR to a folder it can reach (e.g. under /var/lib or /tmp), or set DATABASE_URL`,
+    );
+  }
+  const bin = await reachableBinaries(await binaries(), ids);
   if (fresh) {
     log(`initialising an embedded PostgreSQL in ${databaseDir}`);
     await initdb(bin, databaseDir, password, ids);
