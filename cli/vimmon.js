@@ -1,7 +1,11 @@
 #!/usr/bin/env node
-// The `vimmon` command: TypeScript runs through tsx (ts-proto emits enums, which
-// Node's own type stripping cannot run).
-import { register } from 'tsx/esm/api';
+// The `vimmon` command: the compiled tree in dist/, which `npm install` builds
+// (the `prepare` script) and `npm run build` rebuilds.
+import { existsSync } from 'node:fs';
 
-register();
-await import('./main.ts');
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('vimmon: dist/ is not built: run `npm run build` in the project folder\n');
+  process.exit(1);
+}
+await import(main.href);

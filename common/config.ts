@@ -1,7 +1,11 @@
-// Configuration from the environment, read once in main.ts and passed down.
-// Every bad value fails at start with the variable's name.
-import { parseLogLevel, type LogLevel } from './logger.js';
+// The process-wide configuration: what every role shares, from the environment
+// parsed once (common/env.ts) in main.ts and passed down.
+import type { AddressDenyList } from './address-deny.js';
+import { parseEnvironment, retentionSettings, type Environment, type RetentionSettings } from './env.js';
+import type { LogLevel } from './logger.js';
 import type { TlsFiles } from './tls.js';
+
+export { defaultAddresses, nonEmpty, parseDurationMs } from './env.js';
 
 export interface Config {
   serverAddr: string;
@@ -23,79 +27,35 @@ export interface Config {
   conductorReportsPerStatement: number;
   /** PEM files; none set: plaintext gRPC. */
   tls: TlsFiles;
+  /** Addresses no probe may reach (VIMMON_PROBE_DENY, default link-local 169.254.0.0/16; "none": empty). */
+  probeDeny: AddressDenyList;
   logLevel: LogLevel;
+  /** The retention variables (VIMMON_RETENTION_INTERVAL and the others): the Tacker server's share is vim_event and vim_audit, the inspector's alarm. */
+  retention: RetentionSettings;
 }
 
-export const defaultAddresses = {
-  server: '127.0.0.1:50051',
-  conductor: '127.0.0.1:50052',
-  executor: '127.0.0.1:50053',
-  inspector: '127.0.0.1:50054',
-  inspectorHttp: '127.0.0.1:12345',
-} as const;
-
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const executorAddr = address(env, 'VIMMON_EXECUTOR_ADDR', defaultAddresses.executor);
-  const conductorAddr = address(env, 'VIMMON_CONDUCTOR_ADDR', defaultAddresses.conductor);
+export function configFrom(e: Environment): Config {
   return {
-    serverAddr: address(env, 'VIMMON_SERVER_ADDR', defaultAddresses.server),
-    conductorAddr,
-    executorAddr,
-    inspectorAddr: address(env, 'VIMMON_INSPECTOR_ADDR', defaultAddresses.inspector),
-    inspectorHttpAddr: address(env, 'VIMMON_INSPECTOR_HTTP_ADDR', defaultAddresses.inspectorHttp),
-    databaseUrl: nonEmpty(env.DATABASE_URL),
-    dataDir: nonEmpty(env.VIMMON_DATA_DIR) ?? '.vimmon',
-    secretKey: nonEmpty(env.VIMMON_SECRET_KEY),
-    executors: list(env, 'VIMMON_EXECUTORS') ?? [executorAddr],
-    conductorTarget: nonEmpty(env.VIMMON_CONDUCTOR_TARGET) ?? conductorAddr,
-    reconcileIntervalMs: durationMs(env, 'VIMMON_RECONCILE_INTERVAL', 2_000),
-    conductorReportsPerStatement: integer(env, 'VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT', 256, 1, 1_000),
-    tls: { certFile: nonEmpty(env.VIMMON_TLS_CERT), keyFile: nonEmpty(env.VIMMON_TLS_KEY), caFile: nonEmpty(env.VIMMON_TLS_CA) },
-    logLevel: parseLogLevel(env.VIMMON_LOG_LEVEL),
+    serverAddr: e.VIMMON_SERVER_ADDR,
+    conductorAddr: e.VIMMON_CONDUCTOR_ADDR,
+    executorAddr: e.VIMMON_EXECUTOR_ADDR,
+    inspectorAddr: e.VIMMON_INSPECTOR_ADDR,
+    inspectorHttpAddr: e.VIMMON_INSPECTOR_HTTP_ADDR,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.VIMMON_DATA_DIR ?? '.vimmon',
+    secretKey: e.VIMMON_SECRET_KEY,
+    executors: e.VIMMON_EXECUTORS ?? [e.VIMMON_EXECUTOR_ADDR],
+    conductorTarget: e.VIMMON_CONDUCTOR_TARGET ?? e.VIMMON_CONDUCTOR_ADDR,
+    reconcileIntervalMs: e.VIMMON_RECONCILE_INTERVAL,
+    conductorReportsPerStatement: e.VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT,
+    tls: { certFile: e.VIMMON_TLS_CERT, keyFile: e.VIMMON_TLS_KEY, caFile: e.VIMMON_TLS_CA },
+    probeDeny: e.VIMMON_PROBE_DENY,
+    logLevel: e.VIMMON_LOG_LEVEL,
+    retention: retentionSettings(e),
   };
 }
 
-function nonEmpty(v: string | undefined): string | undefined {
-  const t = v?.trim();
-  return t ? t : undefined;
-}
-
-function address(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
-  const v = nonEmpty(env[name]) ?? fallback;
-  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(v)) throw new Error(`${name}: expected host:port, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function list(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
-  const v = nonEmpty(env[name]);
-  if (!v) return undefined;
-  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const item of items) {
-    if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(item)) throw new Error(`${name}: ${JSON.stringify(item)} is not host:port`);
-  }
-  return items;
-}
-
-function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
-  const v = nonEmpty(env[name]);
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}: expected a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
-  return n;
-}
-
-/** "250ms", "10s", "5m", "1h". */
-export function parseDurationMs(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
-  if (!m) return undefined;
-  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  return Math.round(Number(m[1]) * unit);
-}
-
-export function durationMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const v = nonEmpty(env[name]);
-  if (v === undefined) return fallback;
-  const ms = parseDurationMs(v);
-  if (ms === undefined || ms <= 0) throw new Error(`${name}: expected a duration such as 500ms, 10s or 5m, got ${JSON.stringify(v)}`);
-  return ms;
+/** Parses the whole environment: a bad value of any variable throws, every one named (EnvironmentError). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return configFrom(parseEnvironment(env));
 }

@@ -1,32 +1,13 @@
-// Signal-aware waiting and jittered backoff: every loop waits only through these,
-// so that aborting a signal ends any loop promptly.
+// Jittered backoff and linked controllers. Waiting is abort-controller-x's (delay, retry,
+// abortable); what it lacks stays ours: a backoff delay to compute on its own
+// (its retry() computes the same one only inside its loop) and a child controller
+// linked to a parent signal. Beware: abort-controller-x rejects with the signal's
+// reason, which after abort(err) is err, for which isAbortError() is false: ask
+// signal.aborted instead.
 
-/** Resolves after ms, or at once (without throwing) when signal aborts. Returns false if aborted. */
-export function delay(ms: number, signal?: AbortSignal): Promise<boolean> {
-  if (signal?.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve(true);
-    }, Math.max(0, ms));
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-export interface BackoffOptions {
-  baseDelayMs: number;
-  maxDelayMs: number;
-}
-
-/** Full-jitter exponential backoff: attempt 0 waits up to baseDelayMs. */
-export function backoffDelayMs(attempt: number, { baseDelayMs, maxDelayMs }: BackoffOptions, random = Math.random): number {
-  const cap = Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(attempt, 30));
-  return Math.round(cap / 2 + (random() * cap) / 2);
-}
+// One backoff for the whole repository: the client package's, which must not
+// depend on server-side code, so the roles take it from there.
+export { backoffDelayMs, type BackoffOptions } from '../client/src/backoff.js';
 
 /** A child controller that aborts when its parent does. */
 export function linkedAbortController(parent?: AbortSignal): AbortController {

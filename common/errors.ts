@@ -3,7 +3,10 @@
 
 export class InvalidArgumentError extends Error {
   override name = 'InvalidArgumentError';
-  constructor(readonly field: string, reason: string) {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
     super(`${field}: ${reason}`);
   }
 }
@@ -46,6 +49,37 @@ export class ResourceExhaustedError extends Error {
   override name = 'ResourceExhaustedError';
 }
 
+/**
+ * A stream's consumer fell too far behind: the one error every server stream
+ * ends with then (RESOURCE_EXHAUSTED). `resume`, when the stream has a resume
+ * point, is also sent as a trailer (e.g. vimmon-resume-after-alarm-id: 42).
+ */
+export class StreamBehindError extends ResourceExhaustedError {
+  override name = 'StreamBehindError';
+  constructor(
+    message: string,
+    readonly resume?: { trailer: string; value: string },
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * PostgreSQL refused a value the request carried, from any driver or ORM
+ * wrapper: a data exception (SQLSTATE class 22: text that is not valid for the
+ * type, an invalid byte sequence such as a NUL, a date or number out of range),
+ * a check violation (23514), or 08P01 "invalid message format", which is what
+ * PostgreSQL answers when a NUL ends up in SQL text the ORM inlined a value
+ * into. Retrying cannot help: the caller must send another value.
+ */
+export function isUnstorableValue(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.length === 5 && (code.startsWith('22') || code === '23514' || code === '08P01')) return true;
+  }
+  return false;
+}
+
 const networkCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /**
@@ -53,6 +87,7 @@ const networkCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTU
  * pg, the pool or the ORM report it, whatever wraps it: the caller should retry.
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
+  if (isUnstorableValue(err)) return false;
   for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const c = (e as { code?: unknown }).code;
     const code = typeof c === 'string' ? c : undefined;
@@ -60,10 +95,46 @@ export function isDatabaseUnavailable(err: unknown): boolean {
     if (code && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300')) return true;
     if (code && networkCodes.has(code)) return true;
     const message = (e as { message?: unknown }).message;
-    if (typeof message === 'string' && /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/i.test(message)) {
+    if (
+      typeof message === 'string' &&
+      /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/i.test(
+        message,
+      )
+    ) {
       return true;
     }
     if (e instanceof AggregateError && e.errors.some((inner) => isDatabaseUnavailable(inner))) return true;
   }
   return false;
+}
+
+/** No credential, or one that is not valid: the caller must authenticate. */
+export class UnauthenticatedError extends Error {
+  override name = 'UnauthenticatedError';
+}
+
+/** The caller is known but may not do this (or may not know whether the resource exists). */
+export class PermissionDeniedError extends Error {
+  override name = 'PermissionDeniedError';
+}
+
+/**
+ * A stream was asked to resume after an id whose successors retention removed
+ * (OUT_OF_RANGE): a resume would miss them silently. The message, a
+ * google.rpc.ErrorInfo detail (reason RESUME_POINT_REMOVED, metadata
+ * oldest_held_id) and the trailer `resume.trailer` carry the oldest id still held.
+ */
+export class ResumePointRemovedError extends Error {
+  override name = 'ResumePointRemovedError';
+  constructor(
+    readonly field: string,
+    readonly afterId: number,
+    readonly oldestHeldId: number,
+    readonly resume: { trailer: string },
+  ) {
+    super(
+      `${field}: ${afterId} is out of range: retention removed the rows after it; the oldest id still held is ${oldestHeldId}` +
+        ` (resume with ${field}=0, or accept the gap with ${field}=${Math.max(oldestHeldId - 1, 0)})`,
+    );
+  }
 }

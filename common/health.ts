@@ -1,62 +1,60 @@
-import type { CallContext } from 'nice-grpc';
-import { ServerError, Status } from 'nice-grpc';
-import {
-  HealthCheckResponse_ServingStatus as ServingStatus,
-  type HealthCheckRequest,
-  type HealthServiceImplementation,
-} from '../gen/grpc/health/v1/health.js';
+import { HealthServiceImpl, HealthState, type HealthStatus } from 'nice-grpc-server-health';
+import { HealthCheckResponse_ServingStatus as ServingStatus, type HealthServiceImplementation } from '../gen/grpc/health/v1/health.js';
 
 export { ServingStatus };
 
-/** grpc.health.v1.Health: "" is the whole server, each full service name its own entry. */
+/**
+ * grpc.health.v1.Health: "" is the whole server, each full service name its own entry.
+ *
+ * What a client sees is made of three states kept apart: each entry's own
+ * status (`set`), whether the role's dependencies are up (`setServing`, e.g.
+ * the database), and whether shutdown has begun (`setAllNotServing`). An entry
+ * answers SERVING only when it is set SERVING, the dependencies are up and
+ * shutdown has not begun: a database coming back never revives a server that
+ * is going away.
+ */
 export interface HealthRegistry {
   implementation: HealthServiceImplementation;
   set(service: string, status: ServingStatus): void;
-  /** Marks every entry NOT_SERVING (shutdown begins: proxies drain us first). */
+  /** Dependency state: false turns every SERVING entry NOT_SERVING until true again. */
+  setServing(serving: boolean): void;
+  /** Marks every entry NOT_SERVING for good (shutdown begins: proxies drain us first). */
   setAllNotServing(): void;
 }
 
+/**
+ * Check and Watch are nice-grpc-server-health's; what it is told per entry is
+ * the combination of the three states, worked out here on every change.
+ */
 export function createHealthRegistry(): HealthRegistry {
-  const statuses = new Map<string, ServingStatus>();
-  const watchers = new Set<() => void>();
-  const changed = () => {
-    for (const wake of watchers) wake();
-  };
-  const implementation: HealthServiceImplementation = {
-    async check(request: HealthCheckRequest) {
-      const status = statuses.get(request.service);
-      if (status === undefined) throw new ServerError(Status.NOT_FOUND, `service ${JSON.stringify(request.service)} is unknown`);
-      return { status };
-    },
-    async *watch(request: HealthCheckRequest, context: CallContext) {
-      let last: ServingStatus | undefined;
-      while (!context.signal.aborted) {
-        const now = statuses.get(request.service) ?? ServingStatus.SERVICE_UNKNOWN;
-        if (now !== last) {
-          last = now;
-          yield { status: now };
-        }
-        await new Promise<void>((resolve) => {
-          const wake = () => {
-            watchers.delete(wake);
-            context.signal.removeEventListener('abort', wake);
-            resolve();
-          };
-          watchers.add(wake);
-          context.signal.addEventListener('abort', wake, { once: true });
-        });
-      }
-    },
+  const own = new Map<string, ServingStatus>();
+  const state = HealthState();
+  // Every Watch call listens for changes; there may be many.
+  state.setMaxListeners(0);
+  // The library starts with "" healthy; here an entry is unknown until it is set.
+  state.setStatus('unknown', '');
+  let dependenciesUp = true;
+  let shuttingDown = false;
+  const effective = (status: ServingStatus): HealthStatus =>
+    status === ServingStatus.SERVING && dependenciesUp && !shuttingDown ? 'healthy' : 'unhealthy';
+  const publishAll = () => {
+    for (const [service, status] of own) state.setStatus(effective(status), service);
   };
   return {
-    implementation,
+    // Generated from the same grpc/health/v1/health.proto as ours: the same messages and values.
+    implementation: HealthServiceImpl(state) as unknown as HealthServiceImplementation,
     set(service, status) {
-      statuses.set(service, status);
-      changed();
+      own.set(service, status);
+      state.setStatus(effective(status), service);
+    },
+    setServing(serving) {
+      if (dependenciesUp === serving) return;
+      dependenciesUp = serving;
+      publishAll();
     },
     setAllNotServing() {
-      for (const key of statuses.keys()) statuses.set(key, ServingStatus.NOT_SERVING);
-      changed();
+      shuttingDown = true;
+      publishAll();
     },
   };
 }

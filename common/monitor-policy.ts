@@ -6,7 +6,7 @@ import type { Duration } from '../gen/google/protobuf/duration.js';
 import { msToDuration } from './duration.js';
 import { InvalidArgumentError } from './errors.js';
 
-export type ProbeName = 'tcp' | 'http' | 'icmp';
+export type ProbeName = 'tcp' | 'http' | 'icmp' | 'auth';
 
 export interface MonitorSettings {
   probe: ProbeName;
@@ -47,13 +47,21 @@ export function probeName(kind: ProbeKind, field = 'monitor.probe'): ProbeName {
       return 'http';
     case ProbeKind.PROBE_KIND_ICMP:
       return 'icmp';
+    case ProbeKind.PROBE_KIND_AUTH:
+      return 'auth';
     default:
       throw new InvalidArgumentError(field, `unknown probe kind ${kind}`);
   }
 }
 
+const probeKinds: Readonly<Record<string, ProbeKind>> = {
+  http: ProbeKind.PROBE_KIND_HTTP,
+  icmp: ProbeKind.PROBE_KIND_ICMP,
+  auth: ProbeKind.PROBE_KIND_AUTH,
+};
+
 export function probeKind(name: string): ProbeKind {
-  return name === 'http' ? ProbeKind.PROBE_KIND_HTTP : name === 'icmp' ? ProbeKind.PROBE_KIND_ICMP : ProbeKind.PROBE_KIND_TCP;
+  return probeKinds[name] ?? ProbeKind.PROBE_KIND_TCP;
 }
 
 function durationField(d: Duration | undefined, field: string): number | undefined {
@@ -66,7 +74,8 @@ function durationField(d: Duration | undefined, field: string): number | undefin
 }
 
 function inRange(value: number, [min, max]: readonly [number, number], field: string, unit: string): number {
-  if (value < min || value > max) throw new InvalidArgumentError(field, `must be between ${min}${unit} and ${max}${unit}, got ${value}${unit}`);
+  if (value < min || value > max)
+    throw new InvalidArgumentError(field, `must be between ${min}${unit} and ${max}${unit}, got ${value}${unit}`);
   return value;
 }
 
@@ -78,21 +87,47 @@ export function resolveMonitorPolicy(policy: MonitorPolicy | undefined, prefix =
   const p = policy;
   const f = (name: string) => `${prefix}.${name}`;
   const probe = p?.probe ? probeName(p.probe, f('probe')) : (base?.probe ?? monitorDefaults.probe);
-  const intervalMs = inRange(durationField(p?.interval, f('interval')) ?? base?.intervalMs ?? monitorDefaults.intervalMs, bounds.intervalMs, f('interval'), 'ms');
-  const timeoutMs = inRange(durationField(p?.timeout, f('timeout')) ?? base?.timeoutMs ?? monitorDefaults.timeoutMs, bounds.timeoutMs, f('timeout'), 'ms');
+  const intervalMs = inRange(
+    durationField(p?.interval, f('interval')) ?? base?.intervalMs ?? monitorDefaults.intervalMs,
+    bounds.intervalMs,
+    f('interval'),
+    'ms',
+  );
+  const timeoutMs = inRange(
+    durationField(p?.timeout, f('timeout')) ?? base?.timeoutMs ?? monitorDefaults.timeoutMs,
+    bounds.timeoutMs,
+    f('timeout'),
+    'ms',
+  );
   const count = inRange(p?.count || base?.count || monitorDefaults.count, bounds.count, f('count'), '');
-  const unreachableAfter = inRange(p?.unreachableAfter || base?.unreachableAfter || monitorDefaults.unreachableAfter, bounds.unreachableAfter, f('unreachable_after'), '');
+  const unreachableAfter = inRange(
+    p?.unreachableAfter || base?.unreachableAfter || monitorDefaults.unreachableAfter,
+    bounds.unreachableAfter,
+    f('unreachable_after'),
+    '',
+  );
   if (count * timeoutMs > intervalMs) {
     throw new InvalidArgumentError(f('timeout'), `count × timeout (${count} × ${timeoutMs}ms) must fit in interval (${intervalMs}ms)`);
   }
   const explicitReport = durationField(p?.reportInterval, f('report_interval'));
-  const reportIntervalMs = inRange(explicitReport ?? base?.reportIntervalMs ?? Math.max(monitorDefaults.reportIntervalMs, intervalMs), bounds.reportIntervalMs, f('report_interval'), 'ms');
+  const reportIntervalMs = inRange(
+    explicitReport ?? base?.reportIntervalMs ?? Math.max(monitorDefaults.reportIntervalMs, intervalMs),
+    bounds.reportIntervalMs,
+    f('report_interval'),
+    'ms',
+  );
   if (reportIntervalMs < intervalMs) throw new InvalidArgumentError(f('report_interval'), `must be at least interval (${intervalMs}ms)`);
   const explicitStale = durationField(p?.staleAfter, f('stale_after'));
   // A stale limit derived from the old report interval follows a new report interval.
   const derivedStale = explicitReport !== undefined ? undefined : base?.staleAfterMs;
-  const staleAfterMs = inRange(explicitStale ?? derivedStale ?? reportIntervalMs * monitorDefaults.staleAfterReports, bounds.staleAfterMs, f('stale_after'), 'ms');
-  if (staleAfterMs <= reportIntervalMs) throw new InvalidArgumentError(f('stale_after'), `must be more than report_interval (${reportIntervalMs}ms)`);
+  const staleAfterMs = inRange(
+    explicitStale ?? derivedStale ?? reportIntervalMs * monitorDefaults.staleAfterReports,
+    bounds.staleAfterMs,
+    f('stale_after'),
+    'ms',
+  );
+  if (staleAfterMs <= reportIntervalMs)
+    throw new InvalidArgumentError(f('stale_after'), `must be more than report_interval (${reportIntervalMs}ms)`);
   return { probe, intervalMs, timeoutMs, count, unreachableAfter, reportIntervalMs, staleAfterMs };
 }
 

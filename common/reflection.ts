@@ -2,16 +2,13 @@
 // `npm run gen` writes with buf: the very bytes protoc-compatible tools expect,
 // with fully-qualified type names, so grpcurl and Postman resolve every file
 // by name and need no .proto files.
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type DescriptorProto, type EnumDescriptorProto } from '@bufbuild/protobuf/wkt';
+import { toBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema, type DescriptorProto, type EnumDescriptorProto } from '@bufbuild/protobuf/wkt';
 import { Status } from 'nice-grpc';
 import * as v1 from '../gen/grpc/reflection/v1/reflection.js';
 import * as v1alpha from '../gen/grpc/reflection/v1alpha/reflection.js';
+import { descriptorSet } from './descriptors.js';
 import type { ServiceEntry } from './grpc-server.js';
-
-const descriptorPath = fileURLToPath(new URL('../gen/descriptor.binpb', import.meta.url));
 
 interface DescriptorIndex {
   files: Map<string, { bytes: Buffer; deps: string[] }>;
@@ -22,7 +19,7 @@ let cached: DescriptorIndex | undefined;
 
 function loadIndex(): DescriptorIndex {
   if (cached) return cached;
-  const set = fromBinary(FileDescriptorSetSchema, readFileSync(descriptorPath));
+  const set = descriptorSet();
   const files: DescriptorIndex['files'] = new Map();
   const symbols: DescriptorIndex['symbols'] = new Map();
   for (const file of set.file) {
@@ -68,7 +65,10 @@ type Response = v1.ServerReflectionResponse;
 
 function answer(index: DescriptorIndex, services: string[], request: Request): Response {
   const base = { validHost: request.host, originalRequest: request };
-  const notFound = (what: string): Response => ({ ...base, errorResponse: { errorCode: Status.NOT_FOUND, errorMessage: `${what} not found` } });
+  const notFound = (what: string): Response => ({
+    ...base,
+    errorResponse: { errorCode: Status.NOT_FOUND, errorMessage: `${what} not found` },
+  });
   if (request.listServices !== undefined) {
     return { ...base, listServicesResponse: { service: services.map((name) => ({ name })) } };
   }

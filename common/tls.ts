@@ -4,7 +4,7 @@
 // call others present their own certificate. Without any, everything is
 // plaintext (a single machine, a lab).
 import { readFileSync } from 'node:fs';
-import { credentials as channelCredentialsFactory, ServerCredentials, type ChannelCredentials } from '@grpc/grpc-js';
+import { credentials as channelCredentialsFactory, experimental, ServerCredentials, type ChannelCredentials } from '@grpc/grpc-js';
 
 export interface TlsFiles {
   certFile?: string;
@@ -16,6 +16,13 @@ export interface Tls {
   cert?: Buffer;
   key?: Buffer;
   ca?: Buffer;
+  /**
+   * With a CA: 'require' refuses a client without a certificate at the handshake
+   * (mutual TLS only); 'optional' (when people authenticate with tokens)
+   * verifies a certificate a client presents and lets others in without one,
+   * to be judged by their token. Default 'require'.
+   */
+  clientCertificates?: 'require' | 'optional';
 }
 
 function read(file: string, variable: string): Buffer {
@@ -38,7 +45,26 @@ export function loadTls(files: TlsFiles): Tls | undefined {
 
 export function serverCredentials(tls: Tls | undefined): ServerCredentials {
   if (!tls?.cert || !tls.key) return ServerCredentials.createInsecure();
+  if (tls.ca && tls.clientCertificates === 'optional') {
+    // createSsl can only require a client certificate or not ask for one; the
+    // certificate-provider credentials ask, verify, and let a client without one in
+    // (grpc-js then reports no peer certificate for it).
+    const provider = staticCertificates(tls.ca, tls.cert, tls.key);
+    return experimental.createCertificateProviderServerCredentials(provider, provider, false);
+  }
   return ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.ca !== undefined);
+}
+
+type CertificateProvider = Parameters<typeof experimental.createCertificateProviderServerCredentials>[0];
+
+/** Fixed certificates. Told after the registration returns: grpc-js adds its own watcher only then. */
+function staticCertificates(ca: Buffer, certificate: Buffer, privateKey: Buffer): CertificateProvider {
+  return {
+    addCaCertificateListener: (listener) => queueMicrotask(() => listener({ caCertificate: ca })),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (listener) => queueMicrotask(() => listener({ certificate, privateKey })),
+    removeIdentityCertificateListener: () => {},
+  };
 }
 
 /** undefined: plaintext. */

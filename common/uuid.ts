@@ -12,7 +12,10 @@ export function isUuid(value: string): boolean {
 export function uuidField(field: string, value: string): string {
   if (value === '') throw new InvalidArgumentError(field, 'required');
   if (!uuidPattern.test(value)) {
-    throw new InvalidArgumentError(field, `must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${JSON.stringify(value.slice(0, 64))}`);
+    throw new InvalidArgumentError(
+      field,
+      `must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${JSON.stringify(value.slice(0, 64))}`,
+    );
   }
   return value.toLowerCase();
 }

@@ -10,7 +10,8 @@
 //               locked in id order, so two statements never deadlock.
 //   stored      write status and last_report_at; on a transition also
 //               status_changed_at and updated_at
-//   event       on a transition, one vim_event row (from, to, action, time)
+//   event       on a transition (of the status or of its reason), one vim_event row
+//               (from, to, reason, action, time)
 //   notified    on a transition, pg_notify(vimStatusChannel, VimStatusNotification);
 //               PostgreSQL delivers it at commit, so listeners never hear of a
 //               transition that was rolled back. A SELECT CTE runs only when
@@ -45,13 +46,14 @@
 // durable. The database stays consistent either way; only recent heartbeats
 // can vanish. (With a synchronous standby, heartbeats do not wait for it either.)
 import type { Pool } from 'pg';
-import type { StoredStatus } from '../db/entities.js';
+import type { StoredReason, StoredStatus } from '../db/entities.js';
 import type { Orm } from '../db/connection.js';
 import { vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
 import { AbortedError, UnavailableError, isDatabaseUnavailable } from '../common/errors.js';
+import type { HistogramSeries } from '../common/metrics.js';
 import type { Report } from './report.js';
 
-export type ReportOutcome = { accepted: true; status: StoredStatus; changed: boolean } | { accepted: false };
+export type ReportOutcome = { accepted: true; status: StoredStatus; reason: StoredReason; changed: boolean } | { accepted: false };
 
 export interface FencedStatusWriter {
   /** Stores the report if report.actionId is the VIM's current action. */
@@ -70,6 +72,8 @@ export interface FencedStatusWriterOptions {
    * grouped behind it. Default 2000.
    */
   lockTimeoutMs?: number;
+  /** Observes how many reports each statement carried. */
+  reportsPerStatement?: HistogramSeries;
 }
 
 // The channel is a constant identifier-like name; pg_notify takes it as text.
@@ -82,8 +86,10 @@ const payloadKeys = {
   vimName: 's.name',
   from: 'e.from_status',
   to: 'e.to_status',
+  reason: 'e.status_reason',
   actionId: 'e.action_id',
   changedAt: 'e.created_at',
+  ownerProject: 's.owner_project',
 } satisfies Record<keyof VimStatusNotification, string>;
 
 // Two inputs, one body. A report alone binds scalars: PostgreSQL keeps one
@@ -91,13 +97,16 @@ const payloadKeys = {
 // so PostgreSQL re-plans it each time, a cost shared by the whole group.
 // $4 is this transaction's lock_timeout: the rows are sorted (ORDER BY below)
 // before the first is locked, so it is set before any lock wait begins.
-const singleInput = `select $1::uuid as vim_id, $2::uuid as action_id, $3::text as status, set_config('lock_timeout', $4::text, true) as lock_timeout`;
+// $5 the status reasons. A change of reason alone is a transition like a change of status.
+const singleInput = `select $1::uuid as vim_id, $2::uuid as action_id, $3::text as status, $5::text as status_reason,
+  set_config('lock_timeout', $4::text, true) as lock_timeout`;
 const groupInput = `select r.*, set_config('lock_timeout', $4::text, true) as lock_timeout
-  from unnest($1::uuid[], $2::uuid[], $3::text[]) as r(vim_id, action_id, status)`;
+  from unnest($1::uuid[], $2::uuid[], $3::text[], $5::text[]) as r(vim_id, action_id, status, status_reason)`;
 
 const statementBody = `
 current_row as (
-  select v.id, v.status as from_status, i.status as to_status, i.action_id
+  select v.id, v.status as from_status, v.status_reason as from_reason, i.status as to_status, i.status_reason as to_reason,
+         i.action_id, (v.status <> i.status or v.status_reason <> i.status_reason) as changed
   from input i
   join vim v on v.id = i.vim_id
   where v.action_id = i.action_id and v.deleted_at is null
@@ -107,19 +116,21 @@ current_row as (
 stored as (
   update vim v
   set status = c.to_status,
+      status_reason = c.to_reason,
       last_report_at = now(),
-      status_changed_at = case when c.from_status = c.to_status then v.status_changed_at else now() end,
-      updated_at = case when c.from_status = c.to_status then v.updated_at else now() end
+      status_changed_at = case when c.changed then now() else v.status_changed_at end,
+      updated_at = case when c.changed then now() else v.updated_at end
   from current_row c
   where v.id = c.id
-  returning v.id, v.name, c.from_status, v.status as to_status, c.action_id, v.status_changed_at
+  returning v.id, v.name, v.owner_project, c.from_status, v.status as to_status, v.status_reason as to_reason, c.changed,
+            c.action_id, v.status_changed_at
 ),
 event as (
-  insert into vim_event (vim_id, from_status, to_status, action_id, created_at)
-  select id, from_status, to_status, action_id, status_changed_at
+  insert into vim_event (vim_id, from_status, to_status, status_reason, action_id, created_at)
+  select id, from_status, to_status, to_reason, action_id, status_changed_at
   from stored
-  where from_status <> to_status
-  returning id, vim_id, from_status, to_status, action_id, created_at
+  where changed
+  returning id, vim_id, from_status, to_status, status_reason, action_id, created_at
 ),
 notified as (
   select pg_notify('${vimStatusChannel}', json_build_object(${Object.entries(payloadKeys)
@@ -130,12 +141,12 @@ notified as (
 ),
 commit_mode as (
   select set_config('synchronous_commit',
-                    case when exists (select from stored where from_status <> to_status)
+                    case when exists (select from stored where changed)
                          then current_setting('synchronous_commit') else 'off' end,
                     true) as mode,
          (select count(*) from notified) as notified
 )
-select s.id, s.to_status as status, s.from_status <> s.to_status as changed
+select s.id, s.to_status as status, s.to_reason as status_reason, s.changed
 from stored s
 cross join commit_mode`;
 
@@ -145,11 +156,12 @@ export const reportStatements = {
 };
 
 // Named statements are parsed once per pooled connection, then only bound and executed.
-const statementNames = { single: 'vimmon_conductor_report_single_v2', group: 'vimmon_conductor_report_group_v2' };
+const statementNames = { single: 'vimmon_conductor_report_single_v3', group: 'vimmon_conductor_report_group_v3' };
 
 interface ReportRow {
   id: string;
   status: StoredStatus;
+  status_reason: StoredReason;
   changed: boolean;
 }
 
@@ -190,13 +202,20 @@ export function createFencedStatusWriter(orm: Orm, options: FencedStatusWriterOp
   };
 
   const execute = async (batch: Pending[]) => {
+    options.reportsPerStatement?.observe(batch.length);
     let rows: ReportRow[];
     try {
       const kind = batch.length === 1 ? 'single' : 'group';
       const values =
         kind === 'single'
-          ? [batch[0].report.vimId, batch[0].report.actionId, batch[0].report.status, lockTimeout]
-          : [batch.map((p) => p.report.vimId), batch.map((p) => p.report.actionId), batch.map((p) => p.report.status), lockTimeout];
+          ? [batch[0].report.vimId, batch[0].report.actionId, batch[0].report.status, lockTimeout, batch[0].report.reason ?? '']
+          : [
+              batch.map((p) => p.report.vimId),
+              batch.map((p) => p.report.actionId),
+              batch.map((p) => p.report.status),
+              lockTimeout,
+              batch.map((p) => p.report.reason ?? ''),
+            ];
       const result = await (await getPool()).query<ReportRow>({ name: statementNames[kind], text: reportStatements[kind], values });
       rows = result.rows;
     } catch (err) {
@@ -208,7 +227,7 @@ export function createFencedStatusWriter(orm: Orm, options: FencedStatusWriterOp
     const byVim = new Map(rows.map((r) => [r.id, r]));
     for (const p of batch) {
       const row = byVim.get(p.report.vimId);
-      p.resolve(row ? { accepted: true, status: row.status, changed: row.changed } : { accepted: false });
+      p.resolve(row ? { accepted: true, status: row.status, reason: row.status_reason, changed: row.changed } : { accepted: false });
     }
   };
 

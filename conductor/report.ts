@@ -3,15 +3,17 @@
 // (a malformed uuid must never come back as a cast error, i.e. INTERNAL).
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { UpdateVimRequest } from '../gen/vimmon/conductor/v1/conductor.js';
-import type { StoredStatus } from '../db/entities.js';
+import type { StoredReason, StoredStatus } from '../db/entities.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { uuidField } from '../common/uuid.js';
-import { statusFromProto } from '../common/vim-status.js';
+import { reasonFromProto, statusFromProto } from '../common/vim-status.js';
 
 export interface Report {
   vimId: string;
   actionId: string;
   status: StoredStatus;
+  /** '' unless status is UNREACHABLE; unset reads as ''. */
+  reason?: StoredReason;
 }
 
 export function parseReport(request: UpdateVimRequest): Report {
@@ -24,7 +26,11 @@ export function parseReport(request: UpdateVimRequest): Report {
       `must be VIM_STATUS_PENDING, VIM_STATUS_REACHABLE or VIM_STATUS_UNREACHABLE, got ${describeStatus(request.status)}`,
     );
   }
-  return { vimId, actionId, status };
+  const reason = reasonFromProto(request.statusReason);
+  if (reason === undefined) throw new InvalidArgumentError('status_reason', `unknown value ${request.statusReason}`);
+  if (reason !== '' && status !== 'UNREACHABLE')
+    throw new InvalidArgumentError('status_reason', `goes with VIM_STATUS_UNREACHABLE only, not ${describeStatus(request.status)}`);
+  return { vimId, actionId, status, reason };
 }
 
 function describeStatus(status: number): string {

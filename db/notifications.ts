@@ -3,7 +3,7 @@
 // the Tacker server (WatchVims) and the inspector (VIM alarms) listen.
 // Readers must treat it as a hint and re-read the row or event when in doubt:
 // NOTIFY is not delivered to a listener that was disconnected.
-import type { StoredStatus } from './entities.js';
+import type { StoredReason, StoredStatus } from './entities.js';
 
 export { vimStatusChannel } from './entities.js';
 
@@ -14,9 +14,13 @@ export interface VimStatusNotification {
   vimName: string;
   from: StoredStatus;
   to: StoredStatus;
+  /** The reason that goes with `to` ('' for none). */
+  reason: StoredReason;
   actionId: string;
   /** ISO 8601 */
   changedAt: string;
+  /** The VIM's owner project ('' for none), so that watchers are filtered without a query. */
+  ownerProject: string;
 }
 
 export function parseVimStatusNotification(payload: string): VimStatusNotification | undefined {
@@ -29,8 +33,10 @@ export function parseVimStatusNotification(payload: string): VimStatusNotificati
       vimName: String(v.vimName ?? ''),
       from: v.from as StoredStatus,
       to: v.to as StoredStatus,
+      reason: (typeof v.reason === 'string' ? v.reason : '') as StoredReason,
       actionId: String(v.actionId ?? ''),
       changedAt: String(v.changedAt ?? ''),
+      ownerProject: String(v.ownerProject ?? ''),
     };
   } catch {
     return undefined;

@@ -9,21 +9,24 @@
 // kept small: one object with one AbortController, one suspended async frame,
 // at most one timer and no closures of its own. What actions have in common
 // (dependencies, settings, decisions) is shared, not copied.
-import type { AuthUrl } from '../common/auth-url.js';
+// Ours: abort-controller-x computes its backoff only inside retry(), and a report is not retried in a loop.
 import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { MonitorSettings } from '../common/monitor-policy.js';
-import { decide, initialDecision, type DecidedStatus, type Decision } from './decision.js';
-import { probeRound, type Probe, type RoundResult } from './probe.js';
+import { decide, initialDecision, sameDecision, type DecidedStatus, type Decision, type StatusReason } from './decision.js';
+import { probeRound, type Probe, type ProbeTarget, type RoundResult } from './probe.js';
 import type { ReportOutcome, Reporter } from './report.js';
 
 export interface ActionSpec {
   actionId: string;
   vimId: string;
-  authUrl: AuthUrl;
+  /** auth_url, with the VIM's CAs when it has some. */
+  authUrl: ProbeTarget;
   settings: MonitorSettings;
   /** The status stored for the VIM when the action was made, when the caller knows it. */
   knownStatus?: DecidedStatus;
+  /** The reason stored with knownStatus; unset reads as ''. */
+  knownReason?: StatusReason;
 }
 
 export interface RoundRecord extends RoundResult {
@@ -35,6 +38,7 @@ export interface RoundRecord extends RoundResult {
 export interface ReplyRecord {
   atMs: number;
   reportedStatus: DecidedStatus;
+  reportedReason: StatusReason;
   /** The conductor's answer; undefined when it answered with an error or not at all. */
   storedStatus?: DecidedStatus | 'BAD_ACTION';
   error: string;
@@ -93,15 +97,18 @@ export class MonitorAction {
   // Set by whoever ends the action first.
   private endReason: StopReasonName | undefined = undefined;
   private running: Promise<StopReasonName> | undefined = undefined;
-  // What the conductor holds for this VIM, as far as this action knows.
+  // What the conductor holds for this VIM (status and reason), as far as this action knows.
   private storedStatus: DecidedStatus | undefined;
-  // The status of the last report a conductor answered. When its answer differs
-  // from what was sent, sending the same again at once would not change it.
+  private storedReason: StatusReason;
+  // The status (and reason) of the last report a conductor answered. When its answer
+  // differs from what was sent, sending the same again at once would not change it.
   private answeredStatus: DecidedStatus | undefined = undefined;
+  private answeredReason: StatusReason = '';
   private nextHeartbeatAt = 0;
   private unansweredInRow = 0;
   private retryNotBefore = 0;
   private rejectedStatus: DecidedStatus | undefined = undefined;
+  private rejectedReason: StatusReason = '';
   private rejectedRetryAt = 0;
   private reportInFlight: Promise<void> | undefined = undefined;
   private wakeUp: (() => void) | undefined = undefined;
@@ -113,6 +120,7 @@ export class MonitorAction {
   ) {
     this.counters = deps.counters ?? createActionCounters();
     this.storedStatus = spec.knownStatus;
+    this.storedReason = spec.knownReason ?? '';
   }
 
   /**
@@ -184,7 +192,7 @@ export class MonitorAction {
     const result = await probeRound(this.deps.probe, this.spec.authUrl, settings, signal);
     if (signal.aborted) return;
     const previous = this.decision;
-    this.decision = decide(previous, result.ok, settings.unreachableAfter);
+    this.decision = decide(previous, result.ok, settings.unreachableAfter, result.reason);
     this.rounds++;
     this.counters.rounds++;
     // Kept until the next round: made whole in one go, so that it takes one small object.
@@ -194,22 +202,35 @@ export class MonitorAction {
       successes: result.successes,
       latencyMs: result.latencyMs,
       error: result.error,
+      reason: result.reason,
+      credentialsChecked: result.credentialsChecked,
       startedAtMs,
       decidedStatus: this.decision.status,
     };
     this.lastRound = round;
     this.deps.observer?.round(this, round);
-    if (previous.status !== this.decision.status) {
-      const fields = { vimId: this.spec.vimId, actionId: this.spec.actionId, from: previous.status, to: this.decision.status, error: result.error || undefined };
+    if (previous.status !== this.decision.status || previous.reason !== this.decision.reason) {
+      const fields = {
+        vimId: this.spec.vimId,
+        actionId: this.spec.actionId,
+        from: previous.status,
+        to: this.decision.status,
+        reason: this.decision.reason || undefined,
+        error: result.error || undefined,
+      };
       if (previous.status === 'PENDING') this.deps.logger.debug('vim status decided', fields);
       else this.deps.logger.info('vim status decided', fields);
     }
   }
 
-  /** Whether the decided status is news to the conductor. */
+  /** Whether the decided status (with its reason) is news to the conductor. */
   private changed(): boolean {
-    const status = this.decision.status;
-    return this.rounds > 0 && status !== this.storedStatus && status !== this.answeredStatus;
+    const { status, reason = '' } = this.decision;
+    return (
+      this.rounds > 0 &&
+      !sameDecision(status, reason, this.storedStatus, this.storedReason) &&
+      !sameDecision(status, reason, this.answeredStatus, this.answeredReason)
+    );
   }
 
   /** When the next report is due (performance.now() time), given what is known now. */
@@ -217,25 +238,26 @@ export class MonitorAction {
     let at = this.changed() ? now : this.nextHeartbeatAt;
     // A refused status is offered again at the heartbeat rate, not in a loop;
     // a different status is news and goes at once.
-    if (this.rejectedStatus === this.decision.status) at = Math.max(at, this.rejectedRetryAt);
+    if (sameDecision(this.decision.status, this.decision.reason ?? '', this.rejectedStatus, this.rejectedReason))
+      at = Math.max(at, this.rejectedRetryAt);
     return Math.max(at, this.retryNotBefore);
   }
 
   private async report(signal: AbortSignal): Promise<void> {
-    const status = this.decision.status;
+    const { status, reason = '' } = this.decision;
     const heartbeat = !this.changed();
     const sentAt = performance.now();
     this.counters.reports++;
     let outcome: ReportOutcome;
     try {
-      outcome = await this.deps.reporter({ vimId: this.spec.vimId, actionId: this.spec.actionId, status }, signal);
+      outcome = await this.deps.reporter({ vimId: this.spec.vimId, actionId: this.spec.actionId, status, reason }, signal);
     } catch (err) {
       outcome = { kind: 'unavailable', error: (err as Error)?.message ?? String(err) };
     }
     this.reportInFlight = undefined;
     if (signal.aborted) return;
     try {
-      this.settle(status, heartbeat, sentAt, outcome);
+      this.settle(status, reason, heartbeat, sentAt, outcome);
     } catch (err) {
       // Nothing awaits this promise until the action ends: never let it reject.
       this.deps.logger.error('settling a report failed', { ...this.ids(), err });
@@ -243,15 +265,24 @@ export class MonitorAction {
     this.wake();
   }
 
-  private settle(status: DecidedStatus, heartbeat: boolean, sentAt: number, outcome: ReportOutcome): void {
+  private settle(status: DecidedStatus, reason: StatusReason, heartbeat: boolean, sentAt: number, outcome: ReportOutcome): void {
     const now = performance.now();
-    const reply: ReplyRecord = { atMs: Date.now(), reportedStatus: status, storedStatus: undefined, error: '', heartbeat };
+    const reply: ReplyRecord = {
+      atMs: Date.now(),
+      reportedStatus: status,
+      reportedReason: reason,
+      storedStatus: undefined,
+      error: '',
+      heartbeat,
+    };
     const { logger } = this.deps;
     switch (outcome.kind) {
       case 'stored':
         if (this.unansweredInRow > 0) logger.info('conductor answered again', { ...this.ids(), unansweredReports: this.unansweredInRow });
         this.storedStatus = outcome.status;
+        this.storedReason = outcome.reason;
         this.answeredStatus = status;
+        this.answeredReason = reason;
         this.unansweredInRow = 0;
         this.retryNotBefore = 0;
         this.rejectedStatus = undefined;
@@ -265,7 +296,8 @@ export class MonitorAction {
         break;
       case 'unavailable':
         this.counters.unansweredReports++;
-        if (this.unansweredInRow === 0) logger.warn('no conductor answered; retrying with backoff', { ...this.ids(), error: outcome.error });
+        if (this.unansweredInRow === 0)
+          logger.warn('no conductor answered; retrying with backoff', { ...this.ids(), error: outcome.error });
         this.retryNotBefore = now + backoffDelayMs(this.unansweredInRow, this.deps.backoff);
         this.unansweredInRow++;
         reply.error = outcome.error;
@@ -273,8 +305,10 @@ export class MonitorAction {
       case 'rejected':
         this.counters.rejectedReports++;
         // Logged once per refused status, then only counted: this repeats at the heartbeat rate.
-        if (this.rejectedStatus !== status) logger.warn('conductor refused the report', { ...this.ids(), status, error: outcome.error });
+        if (!sameDecision(status, reason, this.rejectedStatus, this.rejectedReason))
+          logger.warn('conductor refused the report', { ...this.ids(), status, reason: reason || undefined, error: outcome.error });
         this.rejectedStatus = status;
+        this.rejectedReason = reason;
         this.rejectedRetryAt = now + this.spec.settings.reportIntervalMs;
         this.unansweredInRow = 0;
         this.retryNotBefore = 0;
@@ -289,7 +323,11 @@ export class MonitorAction {
     return { vimId: this.spec.vimId, actionId: this.spec.actionId };
   }
 
-  /** Waits ms, or less when woken (a report settled, or the action is ending). */
+  /**
+   * Waits ms, or less when woken (a report settled, or the action is ending).
+   * Not abort-controller-x's delay(): it takes an abort listener and closures
+   * per wait, and thousands of actions each keep only this one timer.
+   */
   private sleep(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
       this.wakeUp = resolve;

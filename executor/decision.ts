@@ -4,8 +4,13 @@
 /** What an action can report; BAD_ACTION is only ever a conductor's reply. */
 export type DecidedStatus = 'PENDING' | 'REACHABLE' | 'UNREACHABLE';
 
+/** Why a VIM that answered is UNREACHABLE all the same; '' for no reason beyond the status. */
+export type StatusReason = '' | 'CREDENTIALS_REJECTED' | 'CERTIFICATE_REJECTED';
+
 export interface Decision {
   readonly status: DecidedStatus;
+  /** Goes with status: set only when the VIM refused. */
+  readonly reason?: StatusReason;
   /** Failed rounds since the last successful one. */
   readonly failedRoundsInRow: number;
 }
@@ -17,14 +22,29 @@ export const initialDecision: Decision = Object.freeze({ status: 'PENDING', fail
 const reachable: Decision = Object.freeze({ status: 'REACHABLE', failedRoundsInRow: 0 });
 
 /**
- * REACHABLE on a successful round; UNREACHABLE once failed rounds in a row
- * reach `unreachableAfter`; otherwise the previous decision stands (a VIM
- * that was REACHABLE stays so through a blip shorter than `unreachableAfter`,
- * and one never yet decided stays PENDING).
+ * REACHABLE on a successful round. A round the VIM refused (`reason`: its
+ * credentials, its certificate) decides UNREACHABLE at once with that reason:
+ * a refusal is an answer, not a blip to ride out. Otherwise UNREACHABLE once
+ * failed rounds in a row reach `unreachableAfter`; until then the previous
+ * decision stands (a VIM that was REACHABLE stays so through a blip shorter
+ * than `unreachableAfter`, and one never yet decided stays PENDING).
  */
-export function decide(previous: Decision, roundOk: boolean, unreachableAfter: number): Decision {
+export function decide(previous: Decision, roundOk: boolean, unreachableAfter: number, reason: StatusReason = ''): Decision {
   if (roundOk) return reachable;
   const failedRoundsInRow = previous.failedRoundsInRow + 1;
-  const status = failedRoundsInRow >= unreachableAfter ? 'UNREACHABLE' : previous.status;
-  return { status, failedRoundsInRow };
+  if (reason !== '') return { status: 'UNREACHABLE', reason, failedRoundsInRow };
+  if (failedRoundsInRow >= unreachableAfter) return { status: 'UNREACHABLE', failedRoundsInRow };
+  return previous.reason
+    ? { status: previous.status, reason: previous.reason, failedRoundsInRow }
+    : { status: previous.status, failedRoundsInRow };
+}
+
+/** Whether two (status, reason) pairs are the same news. */
+export function sameDecision(
+  status: DecidedStatus,
+  reason: StatusReason,
+  otherStatus: DecidedStatus | undefined,
+  otherReason: StatusReason,
+): boolean {
+  return status === otherStatus && reason === otherReason;
 }

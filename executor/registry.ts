@@ -5,7 +5,14 @@ import { AlreadyExistsError, UnavailableError } from '../common/errors.js';
 import type { BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { MonitorSettings, ProbeName } from '../common/monitor-policy.js';
-import { createActionCounters, MonitorAction, type ActionCounters, type ActionDeps, type ActionSpec, type StopReasonName } from './action.js';
+import {
+  createActionCounters,
+  MonitorAction,
+  type ActionCounters,
+  type ActionDeps,
+  type ActionSpec,
+  type StopReasonName,
+} from './action.js';
 import type { ActionEventHub } from './action-events.js';
 import { probes as defaultProbes, type Probe } from './probe.js';
 import type { Reporter } from './report.js';
@@ -28,6 +35,8 @@ export interface StartResult {
 export class ActionRegistry {
   readonly counters: ActionCounters = createActionCounters();
   private readonly byId = new Map<string, MonitorAction>();
+  // byId's keys in order, for ListActions pages; dropped at every change, sorted again when asked.
+  private sortedIds: string[] | undefined;
   // Arrays rather than Sets: almost every VIM has exactly one action.
   private readonly byVim = new Map<string, MonitorAction[]>();
   // Every action until it has ended (also after it left byId).
@@ -86,6 +95,7 @@ export class ActionRegistry {
     }
     const action = new MonitorAction({ ...spec, settings: this.shareSettings(spec.settings) }, this.deps.get(spec.settings.probe)!);
     this.byId.set(spec.actionId, action);
+    this.sortedIds = undefined;
     if (others) others.push(action);
     else this.byVim.set(spec.vimId, [action]);
     this.running.add(action);
@@ -112,6 +122,24 @@ export class ActionRegistry {
       for (const action of this.byVim.get(vimId) ?? []) actions.push(action);
     }
     return actions;
+  }
+
+  /**
+   * Running actions of these VIMs (all when undefined) whose action id sorts
+   * after `afterActionId` ('' for every one), in action id order. Read it
+   * before the next start or stop.
+   */
+  *ordered(vimIds?: ReadonlySet<string>, afterActionId = ''): Generator<MonitorAction, void> {
+    if (vimIds) {
+      const actions = this.list(vimIds).filter((a) => a.spec.actionId > afterActionId);
+      yield* actions.sort((a, b) => (a.spec.actionId < b.spec.actionId ? -1 : 1));
+      return;
+    }
+    const ids = (this.sortedIds ??= [...this.byId.keys()].sort());
+    for (let i = firstAbove(ids, afterActionId); i < ids.length; i++) {
+      const action = this.byId.get(ids[i]!);
+      if (action) yield action;
+    }
   }
 
   /** Resolves once every action started so far has ended. */
@@ -150,7 +178,10 @@ export class ActionRegistry {
 
   private remove(action: MonitorAction): void {
     const { actionId, vimId } = action.spec;
-    if (this.byId.get(actionId) === action) this.byId.delete(actionId);
+    if (this.byId.get(actionId) === action) {
+      this.byId.delete(actionId);
+      this.sortedIds = undefined;
+    }
     const vimActions = this.byVim.get(vimId);
     const i = vimActions?.indexOf(action) ?? -1;
     if (i < 0) return;
@@ -159,10 +190,24 @@ export class ActionRegistry {
   }
 }
 
+/** The index of the first of the sorted ids above `after` (ids.length when none is). */
+function firstAbove(ids: readonly string[], after: string): number {
+  let lo = 0;
+  let hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ids[mid]! <= after) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** The first field in which two specs of one action id differ, if any. */
 function differenceOf(a: ActionSpec, b: ActionSpec): string | undefined {
   if (a.vimId !== b.vimId) return `vim_id (${a.vimId})`;
   if (a.authUrl.href !== b.authUrl.href) return 'auth_url';
+  if (a.authUrl.trust?.id !== b.authUrl.trust?.id) return 'ssl_ca_cert';
+  if (a.authUrl.auth !== b.authUrl.auth && !a.authUrl.auth?.sameAs(b.authUrl.auth)) return 'auth';
   const keys = Object.keys(a.settings) as Array<keyof ActionSpec['settings']>;
   const changed = keys.find((k) => a.settings[k] !== b.settings[k]);
   return changed ? 'monitor policy' : undefined;

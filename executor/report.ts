@@ -3,12 +3,12 @@
 import { ClientError, Status } from 'nice-grpc';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { VimMonitorAction2ConductorClient } from '../gen/vimmon/conductor/v1/conductor.js';
-import { statusFromProto, statusToProto } from '../common/vim-status.js';
-import type { DecidedStatus } from './decision.js';
+import { reasonFromProto, reasonToProto, statusFromProto, statusToProto } from '../common/vim-status.js';
+import type { DecidedStatus, StatusReason } from './decision.js';
 
 export type ReportOutcome =
-  /** A conductor stored the report; `status` is what it now holds. */
-  | { kind: 'stored'; status: DecidedStatus }
+  /** A conductor stored the report; `status` and `reason` are what it now holds. */
+  | { kind: 'stored'; status: DecidedStatus; reason: StatusReason }
   /** This action is not the VIM's current one (or the VIM is gone): exit. */
   | { kind: 'bad-action' }
   /** No conductor answered: retry with backoff, with the latest status. */
@@ -20,6 +20,8 @@ export interface Report {
   vimId: string;
   actionId: string;
   status: DecidedStatus;
+  /** Unset or '' unless status is UNREACHABLE and the VIM refused. */
+  reason?: StatusReason;
 }
 
 export type Reporter = (report: Report, signal: AbortSignal) => Promise<ReportOutcome>;
@@ -57,13 +59,19 @@ export function createConductorReporter({ client, timeoutMs }: ConductorReporter
     }, timeoutMs);
     try {
       const response = await client.updateVim(
-        { vimId: report.vimId, actionId: report.actionId, status: statusToProto(report.status) },
+        {
+          vimId: report.vimId,
+          actionId: report.actionId,
+          status: statusToProto(report.status),
+          statusReason: reasonToProto(report.reason ?? ''),
+        },
         { signal: call.signal },
       );
       if (response.status === VimStatus.VIM_STATUS_BAD_ACTION) return { kind: 'bad-action' };
       const stored = statusFromProto(response.status);
       if (stored === undefined) return { kind: 'rejected', error: `conductor answered an unexpected status ${response.status}` };
-      return { kind: 'stored', status: stored };
+      // A conductor that knows no reasons answers none: it stored the status alone.
+      return { kind: 'stored', status: stored, reason: reasonFromProto(response.statusReason) ?? '' };
     } catch (err) {
       if (timedOut) return { kind: 'unavailable', error: `DEADLINE_EXCEEDED: no answer within ${timeoutMs}ms` };
       if (signal.aborted) return { kind: 'unavailable', error: 'aborted' };

@@ -2,8 +2,9 @@
 // (alarm-stream.ts) writes alarms; it calls save() from one writer at a time,
 // in id order, so that the rows below the writer's watermark are exactly the
 // alarms raised below it.
-import type { Orm } from '../db/connection.js';
+import { recordset, sql, typedSql, type Database, type Orm, type Selectable } from '../db/connection.js';
 import { alarmTypes, type FaultInstance, type StoredAlarmType } from '../db/alarm.js';
+import { checkResumePoint } from '../db/retention.js';
 import { AlarmType, type Alarm, type AlarmFilter } from '../gen/vimmon/inspector/v1/inspector_service.js';
 
 /** The inspector_host row: what the inspector last decided for a compute host. */
@@ -30,6 +31,9 @@ export interface AlarmRecord extends Alarm {
   vimEventId?: number;
 }
 
+/** Narrows loadHosts: one host, or the hosts whose Nova work is not over, the first `limit` by name. */
+export type HostQuery = { host: string } | { novaUndone: true; limit: number };
+
 export interface NovaDoneMark {
   host: string;
   faultId: string;
@@ -45,14 +49,30 @@ export interface SaveBatch {
 export interface AlarmStore {
   /** `count` fresh ids from the alarm sequence, ascending. */
   reserveIds(count: number): Promise<number[]>;
-  /** The largest stored alarm id, 0 when none. */
+  /** The largest id of an alarm stored or quarantined, 0 when none. */
   lastAlarmId(): Promise<number>;
   /** One transaction: one multi-row INSERT of the alarms, one upsert of the hosts, the Nova marks. */
   save(batch: SaveBatch): Promise<void>;
+  /**
+   * Puts an alarm the database refused aside in alarm_quarantine, as JSON text
+   * with the database's message. False when it was there already (a retried batch).
+   */
+  quarantine(alarm: AlarmRecord, error: string): Promise<boolean>;
+  /** Rows in alarm_quarantine. */
+  quarantinedCount(): Promise<number>;
   /** Stored alarms with afterId < id < beforeId that match, in id order. */
   read(afterId: number, beforeId: number | undefined, filter: AlarmFilter | undefined, limit: number): Promise<AlarmRecord[]>;
-  loadHosts(): Promise<HostRecord[]>;
+  /** Hosts down, and hosts whose Nova work is not over; a host back up and done is as good as unknown. */
+  loadHosts(only?: HostQuery): Promise<HostRecord[]>;
+  /**
+   * Throws ResumePointRemovedError when retention removed alarms after afterId; called after
+   * read() returned the alarms after it. A store without retention leaves it out.
+   */
+  checkResumePoint?(afterId: number): Promise<void>;
 }
+
+/** The trailer of OUT_OF_RANGE (after_alarm_id below what retention removed): the oldest alarm id still held. */
+export const oldestHeldTrailer = 'vimmon-oldest-alarm-id';
 
 const typeToStored = new Map<AlarmType, StoredAlarmType>(alarmTypes.map((t) => [AlarmType[`ALARM_TYPE_${t}`], t]));
 const storedToType = new Map<string, AlarmType>(alarmTypes.map((t) => [t, AlarmType[`ALARM_TYPE_${t}`]]));
@@ -63,187 +83,252 @@ export function storedAlarmType(type: AlarmType): StoredAlarmType {
   return t;
 }
 
-const columns = `alarm_id, type, host, instance_id, instance_name, project_id, vim_id, vim_name, state, severity,
-  cause, monitor, monitor_event_id, fault_id, vim_event_id, event_time, detected_at, raised_at`;
+/** The alarm columns the inspector writes and reads, with the SQL types jsonb_to_recordset casts to. */
+const alarmColumns = {
+  alarm_id: 'bigint',
+  type: 'text',
+  host: 'text',
+  instance_id: 'text',
+  instance_name: 'text',
+  project_id: 'text',
+  vim_id: 'uuid',
+  vim_name: 'text',
+  state: 'text',
+  severity: 'text',
+  cause: 'text',
+  monitor: 'text',
+  monitor_event_id: 'text',
+  fault_id: 'uuid',
+  vim_event_id: 'bigint',
+  event_time: 'timestamptz',
+  detected_at: 'timestamptz',
+  raised_at: 'timestamptz',
+  expected: 'boolean',
+} as const satisfies Partial<Record<keyof Database['alarm'], string>>;
+type AlarmColumn = keyof typeof alarmColumns;
+type AlarmRow = Pick<Selectable<Database['alarm']>, AlarmColumn>;
+const alarmColumnNames = Object.keys(alarmColumns) as AlarmColumn[];
+
+/** Every inspector_host column, with its SQL type. */
+const hostColumns = {
+  host: 'text',
+  state: 'text',
+  fault_id: 'uuid',
+  changed_at: 'timestamptz',
+  monitor: 'text',
+  monitor_event_id: 'text',
+  severity: 'text',
+  instances: 'jsonb',
+  nova_done_at: 'timestamptz',
+} as const satisfies Record<keyof Database['inspector_host'], string>;
+type HostColumn = keyof typeof hostColumns;
+type HostRow = Selectable<Database['inspector_host']>;
+const hostColumnNames = Object.keys(hostColumns) as HostColumn[];
+
+const novaDoneColumns = { host: 'text', fault_id: 'uuid', at: 'timestamptz' } as const;
 
 export function createAlarmStore(orm: Orm): AlarmStore {
-  const em = () => orm.em.fork();
+  const db = () => typedSql(orm.em.fork());
 
   return {
     async reserveIds(count) {
+      // Raw: sequence functions over generate_series read no table; the names passed are checked.
+      const table: keyof Database = 'alarm';
+      const column: keyof Database['alarm'] = 'alarm_id';
       // One row holding an array: thousands of rows would cost the event loop milliseconds to decode.
-      const rows = await em().execute<{ ids: Array<string | number> | string }[]>(
-        `select array_agg(id order by id) as ids
-           from (select nextval(pg_get_serial_sequence('alarm', 'alarm_id')) as id from generate_series(1, ?)) s`,
-        [count],
-      );
+      const { rows } = await sql<{ ids: Array<string | number> | string | null }>`
+        select array_agg(id order by id) as ids
+          from (select nextval(pg_get_serial_sequence(${table}, ${column})) as id from generate_series(1, ${count})) s`.execute(db());
       const ids = rows[0]?.ids ?? [];
       const list = typeof ids === 'string' ? ids.replace(/[{}]/g, '').split(',').filter(Boolean) : ids;
       return list.map(Number);
     },
 
     async lastAlarmId() {
-      const rows = await em().execute<{ id: string | null }[]>(`select max(alarm_id) as id from alarm`);
-      return Number(rows[0]?.id ?? 0);
+      // A quarantined alarm was raised too: its id is never handed out again, nor counted down from.
+      // An aggregate is not converted: bigint arrives as text.
+      const row = await db()
+        .selectNoFrom((eb) =>
+          eb
+            .fn<string | null>('greatest', [
+              eb.selectFrom('alarm').select((s) => s.fn.max('alarm_id').as('m')),
+              eb.selectFrom('alarm_quarantine').select((s) => s.fn.max('alarm_id').as('m')),
+              // Retention may have removed every alarm: the ids it removed were raised too.
+              eb.selectFrom('retention_mark').select('removed_through as m').where('table_name', '=', 'alarm'),
+            ])
+            .as('last_id'),
+        )
+        .executeTakeFirst();
+      return Number(row?.last_id ?? 0);
     },
 
     async save(batch) {
       // The values travel as one JSON document: a fixed parameter count whatever
       // the number of rows (a host may carry thousands of VMs).
-      await em().transactional(async (tx) => {
+      await orm.em.fork().transactional(async (em) => {
+        const tx = typedSql(em);
         if (batch.alarms.length > 0) {
-          const rows = batch.alarms.map((a) => ({
-            alarm_id: a.alarmId,
-            type: storedAlarmType(a.type),
-            host: a.host,
-            instance_id: a.instanceId,
-            instance_name: a.instanceName,
-            project_id: a.projectId,
-            vim_id: a.vimId || null,
-            vim_name: a.vimName,
-            state: a.state,
-            severity: a.severity,
-            cause: a.cause,
-            monitor: a.monitor,
-            monitor_event_id: a.monitorEventId,
-            fault_id: a.faultId || null,
-            vim_event_id: a.vimEventId ?? null,
-            event_time: a.eventTime?.toISOString() ?? null,
-            detected_at: (a.detectedAt ?? a.raisedAt)?.toISOString(),
-            raised_at: a.raisedAt?.toISOString(),
-          }));
-          await tx.execute(
-            `insert into alarm (${columns})
-             select ${columns} from jsonb_to_recordset(?::jsonb) as r(
-               alarm_id bigint, type text, host text, instance_id text, instance_name text, project_id text,
-               vim_id uuid, vim_name text, state text, severity text, cause text, monitor text,
-               monitor_event_id text, fault_id uuid, vim_event_id bigint, event_time timestamptz,
-               detected_at timestamptz, raised_at timestamptz)
-             on conflict do nothing`,
-            [JSON.stringify(rows)],
-            'run',
+          const rows = batch.alarms.map(
+            (a): Record<AlarmColumn, unknown> => ({
+              alarm_id: a.alarmId,
+              type: storedAlarmType(a.type),
+              host: a.host,
+              instance_id: a.instanceId,
+              instance_name: a.instanceName,
+              project_id: a.projectId,
+              vim_id: a.vimId || null,
+              vim_name: a.vimName,
+              state: a.state,
+              severity: a.severity,
+              cause: a.cause,
+              monitor: a.monitor,
+              monitor_event_id: a.monitorEventId,
+              fault_id: a.faultId || null,
+              vim_event_id: a.vimEventId ?? null,
+              event_time: a.eventTime?.toISOString() ?? null,
+              detected_at: (a.detectedAt ?? a.raisedAt)?.toISOString(),
+              raised_at: a.raisedAt?.toISOString(),
+              expected: a.expected,
+            }),
           );
+          await tx
+            .insertInto('alarm')
+            .columns(alarmColumnNames)
+            .expression(tx.selectFrom(recordset<AlarmRow>(alarmColumns, rows)).select(alarmColumnNames))
+            .onConflict((oc) => oc.doNothing())
+            .execute();
         }
         if (batch.hosts.length > 0) {
           // One row per host: ON CONFLICT cannot touch a row twice in one statement.
           const last = new Map(batch.hosts.map((h) => [h.host, h]));
-          const rows = [...last.values()].map((h) => ({
-            host: h.host,
-            state: h.state,
-            fault_id: h.faultId,
-            changed_at: h.changedAt.toISOString(),
-            monitor: h.monitor,
-            monitor_event_id: h.monitorEventId,
-            severity: h.severity,
-            instances: h.instances,
-            nova_done_at: h.novaDoneAt?.toISOString() ?? null,
-          }));
-          await tx.execute(
-            `insert into inspector_host (host, state, fault_id, changed_at, monitor, monitor_event_id, severity, instances, nova_done_at)
-             select host, state, fault_id, changed_at, monitor, monitor_event_id, severity, instances, nova_done_at
-             from jsonb_to_recordset(?::jsonb) as r(host text, state text, fault_id uuid, changed_at timestamptz,
-               monitor text, monitor_event_id text, severity text, instances jsonb, nova_done_at timestamptz)
-             on conflict (host) do update set state = excluded.state, fault_id = excluded.fault_id,
-               changed_at = excluded.changed_at, monitor = excluded.monitor, monitor_event_id = excluded.monitor_event_id,
-               severity = excluded.severity, instances = excluded.instances, nova_done_at = excluded.nova_done_at`,
-            [JSON.stringify(rows)],
-            'run',
+          const rows = [...last.values()].map(
+            (h): Record<HostColumn, unknown> => ({
+              host: h.host,
+              state: h.state,
+              fault_id: h.faultId,
+              changed_at: h.changedAt.toISOString(),
+              monitor: h.monitor,
+              monitor_event_id: h.monitorEventId,
+              severity: h.severity,
+              instances: h.instances,
+              nova_done_at: h.novaDoneAt?.toISOString() ?? null,
+            }),
           );
+          await tx
+            .insertInto('inspector_host')
+            .columns(hostColumnNames)
+            .expression(tx.selectFrom(recordset<HostRow>(hostColumns, rows)).select(hostColumnNames))
+            .onConflict((oc) =>
+              oc.column('host').doUpdateSet((eb) => ({
+                state: eb.ref('excluded.state'),
+                fault_id: eb.ref('excluded.fault_id'),
+                changed_at: eb.ref('excluded.changed_at'),
+                monitor: eb.ref('excluded.monitor'),
+                monitor_event_id: eb.ref('excluded.monitor_event_id'),
+                severity: eb.ref('excluded.severity'),
+                instances: eb.ref('excluded.instances'),
+                nova_done_at: eb.ref('excluded.nova_done_at'),
+              })),
+            )
+            .execute();
         }
         if (batch.novaDone.length > 0) {
           // Only for the fault that did the work: a later state change has its own.
-          await tx.execute(
-            `update inspector_host h set nova_done_at = r.at
-             from jsonb_to_recordset(?::jsonb) as r(host text, fault_id uuid, at timestamptz)
-             where h.host = r.host and h.fault_id = r.fault_id`,
-            [JSON.stringify(batch.novaDone.map((m) => ({ host: m.host, fault_id: m.faultId, at: m.at.toISOString() })))],
-            'run',
-          );
+          const marks = batch.novaDone.map((m) => ({ host: m.host, fault_id: m.faultId, at: m.at.toISOString() }));
+          await tx
+            .updateTable('inspector_host as h')
+            .from(recordset<{ host: string; fault_id: string; at: Date }>(novaDoneColumns, marks))
+            .set((eb) => ({ nova_done_at: eb.ref('r.at') }))
+            .whereRef('h.host', '=', 'r.host')
+            .whereRef('h.fault_id', '=', 'r.fault_id')
+            .execute();
         }
       });
     },
 
+    async quarantine(alarm, error) {
+      // Text, not jsonb (which refuses \u0000), and JSON.stringify escapes every
+      // control character and lone surrogate: the payload cannot be refused.
+      const rows = await db()
+        .insertInto('alarm_quarantine')
+        .values({ alarm_id: alarm.alarmId, payload: quarantinePayload(alarm), error: storableText(error, 2_000) })
+        .onConflict((oc) => oc.column('alarm_id').doNothing())
+        .returning('alarm_id')
+        .execute();
+      return rows.length > 0;
+    },
+
+    async quarantinedCount() {
+      const row = await db()
+        .selectFrom('alarm_quarantine')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirst();
+      return Number(row?.n ?? 0);
+    },
+
+    checkResumePoint(afterId) {
+      return checkResumePoint(orm, 'alarm', afterId, 'after_alarm_id', oldestHeldTrailer);
+    },
+
     async read(afterId, beforeId, filter, limit) {
-      const where = ['alarm_id > ?'];
-      const params: unknown[] = [afterId];
-      if (beforeId !== undefined) {
-        where.push('alarm_id < ?');
-        params.push(beforeId);
-      }
-      const inList = (column: string, values: readonly unknown[] | undefined) => {
-        if (!values || values.length === 0) return;
-        where.push(`${column} in (${values.map(() => '?').join(', ')})`);
-        params.push(...values);
-      };
-      inList('host', filter?.hosts);
-      inList('project_id', filter?.projectIds);
-      inList('instance_id', filter?.instanceIds);
-      inList('vim_id::text', filter?.vimIds);
-      inList('type', filter?.types.map(storedAlarmType));
-      params.push(limit);
-      const rows = await em().execute<AlarmRow[]>(
-        `select ${columns} from alarm where ${where.join(' and ')} order by alarm_id limit ?`,
-        params,
-      );
+      let query = db().selectFrom('alarm').select(alarmColumnNames).where('alarm_id', '>', afterId);
+      if (beforeId !== undefined) query = query.where('alarm_id', '<', beforeId);
+      if (filter?.hosts?.length) query = query.where('host', 'in', filter.hosts);
+      if (filter?.projectIds?.length) query = query.where('project_id', 'in', filter.projectIds);
+      if (filter?.instanceIds?.length) query = query.where('instance_id', 'in', filter.instanceIds);
+      // As text: a filter id that is not a UUID matches nothing instead of failing the query.
+      const vimIds = filter?.vimIds;
+      if (vimIds?.length) query = query.where((eb) => eb(eb.cast<string>('vim_id', 'text'), 'in', vimIds));
+      if (filter?.types?.length) query = query.where('type', 'in', filter.types.map(storedAlarmType));
+      const rows = await query.orderBy('alarm_id').limit(limit).execute();
       return rows.map(rowToAlarm);
     },
 
-    async loadHosts() {
-      const rows = await em().execute<HostRow[]>(
-        `select host, state, fault_id, changed_at, monitor, monitor_event_id, severity, instances, nova_done_at from inspector_host`,
-      );
+    async loadHosts(only) {
+      let query = db()
+        .selectFrom('inspector_host')
+        .select(hostColumnNames)
+        .where((eb) => eb.or([eb('state', '=', 'down'), eb('nova_done_at', 'is', null)]));
+      if (only && 'host' in only) query = query.where('host', '=', only.host);
+      else if (only) query = query.where('nova_done_at', 'is', null).orderBy('host').limit(only.limit);
+      const rows = await query.execute();
       return rows.map((r) => ({
         host: r.host,
         state: r.state === 'down' ? 'down' : 'up',
         faultId: r.fault_id,
-        changedAt: new Date(r.changed_at),
+        changedAt: r.changed_at,
         monitor: r.monitor,
         monitorEventId: r.monitor_event_id,
         severity: r.severity,
-        instances: (typeof r.instances === 'string' ? JSON.parse(r.instances) : r.instances) as FaultInstance[],
-        novaDoneAt: r.nova_done_at ? new Date(r.nova_done_at) : undefined,
+        instances: r.instances,
+        novaDoneAt: r.nova_done_at ?? undefined,
       }));
     },
   };
 }
 
-interface AlarmRow {
-  alarm_id: string | number;
-  type: string;
-  host: string;
-  instance_id: string;
-  instance_name: string;
-  project_id: string;
-  vim_id: string | null;
-  vim_name: string;
-  state: string;
-  severity: string;
-  cause: string;
-  monitor: string;
-  monitor_event_id: string;
-  fault_id: string | null;
-  vim_event_id: string | number | null;
-  event_time: Date | string | null;
-  detected_at: Date | string;
-  raised_at: Date | string;
+/** The alarm as JSON text; an alarm whose fields cannot be serialised keeps its id and what can be said of it. */
+function quarantinePayload(alarm: AlarmRecord): string {
+  try {
+    // Dates serialise through toJSON, which gives null for an invalid one instead of throwing.
+    return JSON.stringify(alarm);
+  } catch (err) {
+    return JSON.stringify({ alarmId: alarm.alarmId, unserialisable: String(err) });
+  }
 }
 
-interface HostRow {
-  host: string;
-  state: string;
-  fault_id: string;
-  changed_at: Date | string;
-  monitor: string;
-  monitor_event_id: string;
-  severity: string;
-  instances: unknown;
-  nova_done_at: Date | string | null;
+/** Text PostgreSQL accepts: no NUL, no lone surrogate, at most max characters. */
+export function storableText(s: string, max: number): string {
+  return s
+    .slice(0, max)
+    .replace(/\u0000/g, '\\u0000')
+    .toWellFormed();
 }
 
 function rowToAlarm(r: AlarmRow): AlarmRecord {
   return {
-    ...(r.vim_event_id === null ? {} : { vimEventId: Number(r.vim_event_id) }),
-    alarmId: Number(r.alarm_id),
+    ...(r.vim_event_id === null ? {} : { vimEventId: r.vim_event_id }),
+    alarmId: r.alarm_id,
     type: storedToType.get(r.type) ?? AlarmType.UNRECOGNIZED,
     host: r.host,
     instanceId: r.instance_id,
@@ -257,8 +342,9 @@ function rowToAlarm(r: AlarmRow): AlarmRecord {
     monitor: r.monitor,
     monitorEventId: r.monitor_event_id,
     faultId: r.fault_id ?? '',
-    eventTime: r.event_time ? new Date(r.event_time) : undefined,
-    detectedAt: new Date(r.detected_at),
-    raisedAt: new Date(r.raised_at),
+    eventTime: r.event_time ?? undefined,
+    detectedAt: r.detected_at,
+    raisedAt: r.raised_at,
+    expected: r.expected,
   };
 }

@@ -1,12 +1,10 @@
-// The alarm log: raises alarms, fans them out to subscribers, stores them.
+// The alarm log: raises alarms, fans them out to subscribers, has them stored.
 //
 // Alarm first, stored right after. raise() gives each alarm an id from a pool
-// reserved ahead from the alarm table's sequence, hands it to every matching
-// subscriber's queue and returns, all in one synchronous step: no disk, no
-// network on the live path. One writer then stores what was raised, in id
-// order, in one transaction per batch (the alarms in one multi-row INSERT,
-// with the host state that goes with them), batching whatever piled up
-// while the previous write ran (group commit).
+// reserved ahead (alarm-ids.ts), hands it to every matching subscriber's queue
+// and returns, all in one synchronous step: no disk, no network on the live
+// path. The store writer (alarm-writer.ts) then stores what was raised, in id
+// order, batching whatever piled up while its previous write ran.
 //
 // Why no subscriber ever sees a gap or a duplicate: every alarm stays in
 // memory (`log`) until it is stored, and only stored alarms are trimmed from
@@ -22,20 +20,33 @@
 // The host's new state is written in the same transaction as its alarms, so
 // after a restart the inspector does not believe the host down either, and the
 // monitor's next "down" raises the alarms again (with new ids, never reused).
-import { UnavailableError } from '../common/errors.js';
-import { backoffDelayMs, delay, type BackoffOptions } from '../common/delay.js';
+//
+// A database that cannot be reached is waited for, and raise() refuses new
+// alarms once maxPendingAlarms wait. An alarm the database refuses is put
+// aside in alarm_quarantine and the watermark moves past it like past a
+// stored one: a subscriber catching up from the table does not get it; a
+// live one got it when it was raised.
+import { StreamBehindError, UnavailableError } from '../common/errors.js';
+import type { BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
-import type { AlarmFilter, AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
-import type { AlarmRecord, AlarmStore, HostRecord, NovaDoneMark, SaveBatch } from './alarm-store.js';
+import { alarmTypeLabel, type CounterSeries, type InspectorMetrics } from '../common/metrics.js';
+import { AlarmType, type AlarmFilter } from '../gen/vimmon/inspector/v1/inspector_service.js';
+import { createAlarmIdPool } from './alarm-ids.js';
+import type { AlarmRecord, AlarmStore, HostRecord, NovaDoneMark } from './alarm-store.js';
+import { createAlarmWriter, type StoreJob } from './alarm-writer.js';
 
-/** An alarm before it is raised: everything but its id and raise time. */
-export type AlarmDraft = Omit<AlarmRecord, 'alarmId' | 'raisedAt'>;
+/** An alarm before it is raised: everything but its id and raise time; not expected unless said. */
+export type AlarmDraft = Omit<AlarmRecord, 'alarmId' | 'raisedAt' | 'expected'> & { expected?: boolean };
 
 export interface AlarmHubOptions {
   store: AlarmStore;
   logger: Logger;
   /** Alarms a subscriber may have waiting; one more ends its stream with RESOURCE_EXHAUSTED. */
   subscriberQueueSize?: number;
+  /** Estimated bytes a subscriber may have waiting (see alarmSizeEstimate); more ends its stream alike. Default 8 MiB. */
+  subscriberQueueBytes?: number;
+  /** Alarms raised and not yet stored (database down) beyond which raise() answers UNAVAILABLE. Default 200,000. */
+  maxPendingAlarms?: number;
   /** Stored alarms kept in memory for catching up (every unstored one is kept too). */
   recentSize?: number;
   /** Ids reserved ahead, so that raising does not wait on the database. */
@@ -45,6 +56,8 @@ export interface AlarmHubOptions {
   retry?: BackoffOptions;
   /** Bound on the last store attempts once run()'s signal aborts. */
   finalFlushMs?: number;
+  /** Counts alarms raised by type and subscribers cut. */
+  metrics?: InspectorMetrics;
 }
 
 export interface SubscribeOptions {
@@ -60,6 +73,10 @@ export interface AlarmHubStats {
   storedAlarmId: number;
   pendingStore: number;
   subscribers: number;
+  /** Rows in alarm_quarantine: loaded at start, plus those put aside since. */
+  quarantined: number;
+  /** Alarms refused by the database and by the quarantine too, since start: logged, then dropped. */
+  dropped: number;
 }
 
 export interface AlarmHub {
@@ -68,11 +85,12 @@ export interface AlarmHub {
   /**
    * Sends the alarms to every matching subscriber and queues them, with the host
    * rows, for storage. Resolves once sent. The drafts become the alarms: callers
-   * hand over fresh objects.
+   * hand over fresh objects. Rejects with UnavailableError, raising nothing, when
+   * more than maxPendingAlarms would wait to be stored.
    */
   raise(drafts: AlarmDraft[], hosts?: HostRecord[]): Promise<AlarmRecord[]>;
-  /** Queues host rows or Nova marks for storage, with no alarm. */
-  record(hosts: HostRecord[], novaDone?: NovaDoneMark[]): void;
+  /** Queues host rows or Nova marks for storage, with no alarm; resolves once they are stored (never, if they cannot be before shutdown). */
+  record(hosts: HostRecord[], novaDone?: NovaDoneMark[]): Promise<void>;
   /** Resolves once every alarm up to alarmId (default: all raised so far) is stored. */
   whenStored(alarmId?: number): Promise<void>;
   /** Replay after afterAlarmId, then live alarms; throws SubscriberOverflowError when too slow. */
@@ -84,15 +102,46 @@ export interface AlarmHub {
   stats(): AlarmHubStats;
 }
 
-/** A subscriber fell more than its queue size behind; it resumes after lastDeliveredId. */
-export class SubscriberOverflowError extends Error {
+/** Trailer of a RESOURCE_EXHAUSTED SubscribeAlarms: the after_alarm_id to resume with. */
+export const resumeAfterTrailer = 'vimmon-resume-after-alarm-id';
+
+/** A subscriber fell more than its queue's bound behind; it resumes after lastDeliveredId. */
+export class SubscriberOverflowError extends StreamBehindError {
   override name = 'SubscriberOverflowError';
-  constructor(readonly lastDeliveredId: number, queueSize: number) {
+  /** bound: what was exceeded, e.g. "10000 alarms" or "8388608 bytes (estimated)"; a number is a count of alarms. */
+  constructor(
+    readonly lastDeliveredId: number,
+    bound: number | string,
+  ) {
     super(
-      `subscriber too slow: more than ${queueSize} alarms waiting; last alarm delivered: ${lastDeliveredId}; ` +
+      `subscriber too slow: more than ${typeof bound === 'number' ? `${bound} alarms` : bound} waiting; last alarm delivered: ${lastDeliveredId}; ` +
         `subscribe again with after_alarm_id=${lastDeliveredId}`,
+      { trailer: resumeAfterTrailer, value: String(lastDeliveredId) },
     );
   }
+}
+
+/**
+ * What an alarm weighs in a subscriber's queue, without encoding it (the
+ * fan-out path must stay cheap): its text fields plus a fixed allowance for
+ * the id, type and times. Close to, and above, the encoded size for ASCII text.
+ */
+export function alarmSizeEstimate(a: AlarmRecord): number {
+  return (
+    64 +
+    a.host.length +
+    a.instanceId.length +
+    a.instanceName.length +
+    a.projectId.length +
+    a.vimId.length +
+    a.vimName.length +
+    a.state.length +
+    a.severity.length +
+    a.cause.length +
+    a.monitor.length +
+    a.monitorEventId.length +
+    a.faultId.length
+  );
 }
 
 type Match = ((a: AlarmRecord) => boolean) | undefined;
@@ -106,19 +155,11 @@ interface Subscriber {
   afterId: number;
   queue: Array<AlarmRecord | undefined>;
   head: number;
-  overflowed: boolean;
+  /** alarmSizeEstimate of the alarms from head on. */
+  queuedBytes: number;
+  /** What was exceeded, once it was. */
+  overflowed: string | undefined;
   wake: (() => void) | undefined;
-}
-
-interface Job extends SaveBatch {
-  lastAlarmId: number | undefined;
-}
-
-interface Waiting {
-  drafts: AlarmDraft[];
-  hosts: HostRecord[];
-  resolve(alarms: AlarmRecord[]): void;
-  reject(err: unknown): void;
 }
 
 const pageSize = 500;
@@ -126,11 +167,10 @@ const pageSize = 500;
 export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
   const { store, logger } = options;
   const queueSize = options.subscriberQueueSize ?? 10_000;
+  const queueBytes = options.subscriberQueueBytes ?? 8 * 1024 * 1024;
+  const maxPending = options.maxPendingAlarms ?? 200_000;
   const recentSize = options.recentSize ?? 10_000;
-  const idReserve = options.idReserve ?? 4_096;
-  const maxBatch = options.maxBatch ?? 5_000;
   const retry = options.retry ?? { baseDelayMs: 100, maxDelayMs: 5_000 };
-  const finalFlushMs = options.finalFlushMs ?? 3_000;
   // A catch-up longer than this is served in chunks before joining the live fan-out.
   const joinBacklog = Math.max(1, Math.min(1_000, Math.floor(queueSize / 2)));
 
@@ -144,50 +184,40 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
   let logHead = 0;
   let storedIndex = 0; // absolute index in `log` of the first alarm not yet stored
 
-  const pool: number[] = [];
-  let poolHead = 0;
-  const waiting: Waiting[] = [];
-  let refilling: Promise<void> | undefined;
-
-  const jobs: Job[] = [];
-  let pendingStore = 0;
-  let wakeWriter: (() => void) | undefined;
-  let writerWakeScheduled = false;
+  const ids = createAlarmIdPool({ store, logger, reserve: options.idReserve ?? 4_096, retry });
+  const writer = createAlarmWriter({
+    store,
+    logger,
+    maxBatch: options.maxBatch ?? 5_000,
+    retry,
+    finalFlushMs: options.finalFlushMs ?? 3_000,
+    onStored: markStored,
+  });
   const storedWaiters: Array<{ id: number; resolve(): void }> = [];
 
   const subscribers = new Set<Subscriber>();
+  const { metrics } = options;
+  const raisedByType: Array<CounterSeries | undefined> = [];
+  const countRaised = (type: AlarmType) => (raisedByType[type] ??= metrics!.alarmRaised(alarmTypeLabel(AlarmType[type]))).inc();
 
-  const available = () => pool.length - poolHead;
   const windowStartId = () => (logHead < log.length ? log[logHead]!.alarmId : lastAlarmId + 1);
 
-  function takeIds(n: number): number[] {
-    const ids = pool.slice(poolHead, poolHead + n);
-    poolHead += n;
-    if (poolHead > 4_096 && poolHead * 2 > pool.length) {
-      pool.splice(0, poolHead);
-      poolHead = 0;
-    }
-    return ids;
-  }
-
-  function send(drafts: AlarmDraft[], hosts: HostRecord[]): AlarmRecord[] {
-    const ids = takeIds(drafts.length);
+  function send(taken: number[], drafts: AlarmDraft[], hosts: HostRecord[]): AlarmRecord[] {
     const raisedAt = new Date();
     const alarms = new Array<AlarmRecord>(drafts.length);
     // The drafts become the alarms (raise takes them over): no copy on the live path.
     for (let i = 0; i < drafts.length; i++) {
       const a = drafts[i] as AlarmRecord;
-      a.alarmId = ids[i]!;
+      a.alarmId = taken[i]!;
       a.raisedAt = raisedAt;
+      a.expected ??= false;
       alarms[i] = a;
     }
     if (alarms.length > 0) lastAlarmId = alarms[alarms.length - 1]!.alarmId;
     for (const a of alarms) log.push(a);
     fanOut(alarms);
-    enqueue({ alarms, hosts, novaDone: [], lastAlarmId: alarms.at(-1)?.alarmId });
-    // Topping up the pool is a query whose answer is thousands of rows: it waits
-    // for the next turn, once the alarms of this raise are on their sockets.
-    if (available() < idReserve / 2) setImmediate(() => void refill());
+    if (metrics) for (const a of alarms) countRaised(a.type);
+    writer.enqueue({ alarms, hosts, novaDone: [], lastAlarmId: alarms.at(-1)?.alarmId });
     return alarms;
   }
 
@@ -219,65 +249,28 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
       for (const a of candidates) {
         if (a.alarmId > sub.afterId && (!sub.match || sub.match(a))) {
           sub.queue.push(a);
+          sub.queuedBytes += alarmSizeEstimate(a);
           pushed = true;
         }
       }
-      if (sub.queue.length - sub.head > queueSize) {
-        // Told, never silently dropped: the stream ends naming where to resume.
-        sub.overflowed = true;
-        sub.queue = [];
-        sub.head = 0;
-        subscribers.delete(sub);
-      }
-      if (pushed || sub.overflowed) sub.wake?.();
+      if (sub.queue.length - sub.head > queueSize) overflow(sub, `${queueSize} alarms`);
+      else if (sub.queuedBytes > queueBytes) overflow(sub, `${queueBytes} bytes (estimated)`);
+      if (pushed || sub.overflowed !== undefined) sub.wake?.();
     }
   }
 
-  function enqueue(job: Job) {
-    if (job.alarms.length === 0 && job.hosts.length === 0 && job.novaDone.length === 0) return;
-    jobs.push(job);
-    pendingStore += job.alarms.length;
-    // The writer starts after this turn of the event loop: the subscribers' writes
-    // reach their sockets first, then the rows are serialised.
-    if (!writerWakeScheduled) {
-      writerWakeScheduled = true;
-      setImmediate(() => {
-        writerWakeScheduled = false;
-        wakeWriter?.();
-      });
-    }
+  function overflow(sub: Subscriber, bound: string) {
+    // Told, never silently dropped: the stream ends naming where to resume.
+    metrics?.alarmSubscribersCut.inc();
+    sub.overflowed = bound;
+    sub.queue = [];
+    sub.head = 0;
+    sub.queuedBytes = 0;
+    subscribers.delete(sub);
   }
 
-  function refill(): Promise<void> {
-    refilling ??= (async () => {
-      let attempt = 0;
-      try {
-        while (!stopped) {
-          while (waiting.length > 0 && available() >= waiting[0]!.drafts.length) {
-            const w = waiting.shift()!;
-            w.resolve(send(w.drafts, w.hosts));
-          }
-          if (waiting.length === 0 && available() >= idReserve / 2) return;
-          const need = waiting.reduce((n, w) => n + w.drafts.length, 0);
-          try {
-            const ids = await store.reserveIds(Math.max(idReserve, need + idReserve / 2));
-            attempt = 0;
-            for (const id of ids) pool.push(id);
-          } catch (err) {
-            logger.warn('cannot reserve alarm ids; retrying', { err, waitingRaises: waiting.length });
-            await delay(backoffDelayMs(attempt++, retry));
-          }
-        }
-        for (const w of waiting.splice(0)) w.reject(new UnavailableError('inspector is shutting down'));
-      } finally {
-        refilling = undefined;
-      }
-    })();
-    return refilling;
-  }
-
-  function markStored(job: Job) {
-    pendingStore -= job.alarms.length;
+  function markStored(job: StoreJob) {
+    job.stored?.();
     if (job.lastAlarmId === undefined) return;
     storedAlarmId = job.lastAlarmId;
     storedIndex += job.alarms.length;
@@ -292,29 +285,6 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
     }
   }
 
-  async function writeOnce(): Promise<boolean> {
-    const batch: Job[] = [];
-    let count = 0;
-    for (const job of jobs) {
-      if (batch.length > 0 && count + job.alarms.length > maxBatch) break;
-      batch.push(job);
-      count += job.alarms.length;
-    }
-    try {
-      await store.save({
-        alarms: batch.flatMap((j) => j.alarms),
-        hosts: batch.flatMap((j) => j.hosts),
-        novaDone: batch.flatMap((j) => j.novaDone),
-      });
-    } catch (err) {
-      logger.warn('cannot store alarms; kept in memory and retried', { err, alarms: count, pending: pendingStore });
-      return false;
-    }
-    jobs.splice(0, batch.length);
-    for (const job of batch) markStored(job);
-    return true;
-  }
-
   function orderedInsert(id: number, resolve: () => void) {
     let i = storedWaiters.length;
     while (i > 0 && storedWaiters[i - 1]!.id > id) i--;
@@ -325,24 +295,30 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
     async start() {
       lastAlarmId = await store.lastAlarmId();
       storedAlarmId = lastAlarmId;
-      for (const id of await store.reserveIds(idReserve)) pool.push(id);
+      await writer.start();
+      await ids.start();
       started = true;
     },
 
     raise(drafts, hosts = []) {
       if (!started) return Promise.reject(new Error('alarm hub not started'));
       if (stopped) return Promise.reject(new UnavailableError('inspector is shutting down'));
-      if (waiting.length === 0 && available() >= drafts.length) return Promise.resolve(send(drafts, hosts));
-      // Out of reserved ids (a very large host, or the database slow to answer):
-      // wait, in order, so ids still follow raise order.
-      return new Promise((resolve, reject) => {
-        waiting.push({ drafts, hosts, resolve, reject });
-        void refill();
-      });
+      // Memory is what holds alarms until they are stored: bounded. Alarms already
+      // sent are kept whatever happens; new ones are refused, and the caller retries.
+      const behind = writer.pending + ids.waiting;
+      if (behind > 0 && behind + drafts.length > maxPending) {
+        return Promise.reject(
+          new UnavailableError(`alarm store is behind: ${behind} alarms raised and not yet stored, at most ${maxPending} may wait; retry`),
+        );
+      }
+      // Sent at once when the ids are in hand; out of reserved ids (a very large host,
+      // or the database slow to answer), once more come, after the raises before it.
+      return Promise.resolve(ids.take(drafts.length, (taken) => send(taken, drafts, hosts)));
     },
 
     record(hosts, novaDone = []) {
-      enqueue({ alarms: [], hosts, novaDone, lastAlarmId: undefined });
+      if (hosts.length === 0 && novaDone.length === 0) return Promise.resolve();
+      return new Promise((resolve) => writer.enqueue({ alarms: [], hosts, novaDone, lastAlarmId: undefined, stored: resolve }));
     },
 
     whenStored(alarmId = lastAlarmId) {
@@ -362,6 +338,8 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
         if (cursor + 1 < start) {
           // Every raised alarm below `start` is stored, so the table answers for them.
           const page = await store.read(cursor, start, opts.filter, pageSize);
+          // Alarms retention removed after the cursor would be a silent gap: OUT_OF_RANGE instead.
+          await store.checkResumePoint?.(cursor);
           for (const a of page) {
             yield a;
             lastDelivered = a.alarmId;
@@ -382,7 +360,17 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
         }
         // Joining is synchronous with taking the log's tail: no gap, no duplicate.
         const tail = log.slice(i).filter((a) => !match || match(a));
-        sub = { match, key: filterKey(opts.filter), afterId: cursor, queue: tail, head: 0, overflowed: false, wake: undefined };
+        const tailBytes = tail.reduce((n, a) => n + alarmSizeEstimate(a), 0);
+        sub = {
+          match,
+          key: filterKey(opts.filter),
+          afterId: cursor,
+          queue: tail,
+          head: 0,
+          queuedBytes: tailBytes,
+          overflowed: undefined,
+          wake: undefined,
+        };
         subscribers.add(sub);
       }
       try {
@@ -392,7 +380,7 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
         // encoded whole before the first byte reached a socket.
         let burst = 0;
         while (true) {
-          if (sub.overflowed) throw new SubscriberOverflowError(lastDelivered, queueSize);
+          if (sub.overflowed !== undefined) throw new SubscriberOverflowError(lastDelivered, sub.overflowed);
           if (sub.head < sub.queue.length) {
             if (burst === 1 || burst >= 32) {
               await new Promise<void>((resolve) => setImmediate(resolve));
@@ -402,6 +390,7 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
             }
             const a = sub.queue[sub.head]!;
             sub.queue[sub.head++] = undefined;
+            sub.queuedBytes -= alarmSizeEstimate(a);
             if (sub.head > 1_024 && sub.head * 2 > sub.queue.length) {
               sub.queue = sub.queue.slice(sub.head);
               sub.head = 0;
@@ -448,34 +437,15 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
     },
 
     async run(signal) {
-      let attempt = 0;
-      while (!signal.aborted) {
-        if (jobs.length === 0) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              signal.removeEventListener('abort', done);
-              if (wakeWriter === done) wakeWriter = undefined;
-              resolve();
-            };
-            wakeWriter = done;
-            signal.addEventListener('abort', done, { once: true });
-          });
-          continue;
-        }
-        if (await writeOnce()) attempt = 0;
-        else await delay(backoffDelayMs(attempt++, retry), signal);
-      }
+      await writer.run(signal);
       stopped = true;
-      void refill(); // rejects raises still waiting for ids
-      const deadline = Date.now() + finalFlushMs;
-      while (jobs.length > 0 && Date.now() < deadline) {
-        if (!(await writeOnce())) await delay(Math.min(200, Math.max(0, deadline - Date.now())));
-      }
-      if (pendingStore > 0) logger.error('alarms sent but not stored at shutdown', { alarms: pendingStore });
+      ids.stop();
+      await writer.flush();
     },
 
     stats() {
-      return { lastAlarmId, storedAlarmId, pendingStore, subscribers: subscribers.size };
+      const { quarantined, dropped } = writer.refused;
+      return { lastAlarmId, storedAlarmId, pendingStore: writer.pending, subscribers: subscribers.size, quarantined, dropped };
     },
   };
 

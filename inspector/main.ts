@@ -3,22 +3,31 @@
 // VIM alarms from the conductor's NOTIFY. Wiring only. Without OpenStack or
 // AMQP settings it still runs (alarms without Nova) and logs what is missing.
 import { withPort } from '../common/address.js';
-import { durationMs } from '../common/config.js';
+import { InspectorServiceDefinition } from '../gen/vimmon/inspector/v1/inspector_service.js';
+import { runDatabaseHealth, type DatabaseHealthSettings } from '../common/database-health.js';
+import { parseEnvironment, type Environment, type RetentionSettings } from '../common/env.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
+import type { Metrics } from '../common/metrics.js';
 import type { RunningRole } from '../common/role.js';
 import type { Tls } from '../common/tls.js';
+import type { Auth } from '../common/auth/authenticator.js';
 import type { Orm } from '../db/connection.js';
+import { runRetention } from '../db/retention.js';
 import { createAlarmStore } from './alarm-store.js';
 import { createAlarmHub } from './alarm-stream.js';
 import { createDoctorHttpServer } from './doctor-http.js';
-import { createFaultHandler, type NovaRetryOptions } from './fault.js';
-import { createKeystoneSession } from './keystone.js';
+import { createFaultHandler, type NovaRetryOptions, type ResetStateMode } from './fault.js';
+import { createKeystoneSession } from '../common/keystone.js';
 import { runNotificationConsumer } from './notifications.js';
-import { createNovaClient, type NovaClient } from './nova.js';
-import { loadOpenStackConfig } from './openstack-config.js';
+import { createNovaClient, withCallMetrics, type NovaClient } from './nova.js';
+import { createNeutronClient, withNeutronCallMetrics, type NeutronClient } from './neutron.js';
+import { createMaintenance } from './maintenance.js';
+import { loadOpenStackConfig } from '../common/openstack-config.js';
+import { createHostLeases } from './host-lease.js';
 import { createProfiler } from './profiler.js';
-import { createInspectorService, inspectorServiceDefinition } from './service.js';
+import { createTakeover } from './takeover.js';
+import { createInspectorService, servedInspectorDefinition } from './service.js';
 import { createVimAlarmSource } from './vim-alarms.js';
 import { createVmCache } from './vm-cache.js';
 
@@ -34,7 +43,7 @@ export interface InspectorOptions {
   httpAddress: string;
   /** RabbitMQ carrying Nova's versioned notifications; unset: no notifications (the periodic resync only). */
   amqpUrl?: string;
-  /** OS_* variables (or OS_CLOUD) for Keystone and Nova. */
+  /** OS_* variables (or OS_CLOUD) for Keystone and Nova (openStackVariables of common/env.ts). */
   env: NodeJS.ProcessEnv;
   resyncIntervalMs: number;
   /** Nova calls in flight at once over all faults (default 64). */
@@ -44,48 +53,100 @@ export interface InspectorOptions {
   novaRetry?: NovaRetryOptions;
   /** Alarms a subscriber may have waiting before RESOURCE_EXHAUSTED (default 10,000). */
   subscriberQueueSize?: number;
+  /** Estimated bytes a subscriber may have waiting before RESOURCE_EXHAUSTED (default 8 MiB). */
+  subscriberQueueBytes?: number;
+  /** Alarms raised and not yet stored (database down) beyond which ReportEvents answers UNAVAILABLE (default 200,000). */
+  maxPendingAlarms?: number;
+  /** Hosts known down at once; a "down" for one more is RESOURCE_EXHAUSTED (default 100,000). */
+  maxHostsDown?: number;
+  /** 'error' (default): force the host down and reset its VMs to error; 'off': force it down only. */
+  resetState?: ResetStateMode;
+  /** Doctor's update_neutron_port_dp_status: ports of a host down set DOWN, ACTIVE again when it is back (default off). */
+  neutron?: boolean;
+  /** How often Nova work another inspector on the database left unfinished is looked for, and taken over (default 5 s). */
+  takeoverIntervalMs?: number;
   /** How long stop() waits for Nova work before cutting it short (default 10 s). */
   novaShutdownGraceMs?: number;
   /** 'after-nova' is Doctor's conservative order, for measurements only. */
   alarmTiming?: 'before-nova' | 'after-nova';
-  /** TLS for InspectorService (the Doctor HTTP endpoint stays plain HTTP). */
+  /** For measurements only: 'per-stream' encodes each alarm once per SubscribeAlarms stream. */
+  alarmEncoding?: 'once' | 'per-stream';
+  /** TLS for InspectorService and Doctor's HTTP endpoint (HTTPS then). */
   tls?: Tls;
+  /** Who may report faults and read alarms, on gRPC and HTTP alike; unset: development mode. */
+  auth?: Auth;
+  /** How often the database is checked for the health service (NOT_SERVING while it is down). */
+  databaseHealth?: DatabaseHealthSettings;
   /** For tests: the fetch Keystone and Nova calls go through. */
   fetch?: typeof fetch;
+  /** The process's metrics (the inspector's and the gRPC ones); unset: none recorded. */
+  metrics?: Metrics;
+  /**
+   * Retention (VIMMON_RETENTION_ALARM_AGE and the others): this role removes old alarms; unset: none removed. Fault profiles
+   * need none: they live in memory only, the newest 1,000 (profiler.ts).
+   */
+  retention?: RetentionSettings;
 }
 
 export type RunningInspector = RunningRole & { httpAddress: string };
 
-export const defaultAmqpUrl = 'amqp://guest:guest@127.0.0.1:5672';
+export { defaultAmqpUrl } from '../common/env.js';
 
-/** The inspector's own settings from the environment (the OS_* ones are read by startInspector). */
-export function inspectorSettingsFromEnv(env: NodeJS.ProcessEnv): Pick<InspectorOptions, 'amqpUrl' | 'resyncIntervalMs' | 'novaConcurrency' | 'subscriberQueueSize'> {
-  const amqp = env.VIMMON_AMQP_URL?.trim();
+type InspectorSettings = Pick<
+  InspectorOptions,
+  | 'amqpUrl'
+  | 'resyncIntervalMs'
+  | 'novaConcurrency'
+  | 'subscriberQueueSize'
+  | 'subscriberQueueBytes'
+  | 'maxPendingAlarms'
+  | 'maxHostsDown'
+  | 'resetState'
+  | 'neutron'
+>;
+
+/** The inspector's own settings, from the environment parsed once (common/env.ts); the OS_* ones go in `env`. */
+export function inspectorSettings(e: Environment): InspectorSettings {
   return {
-    amqpUrl: amqp === 'off' ? undefined : amqp || defaultAmqpUrl,
-    resyncIntervalMs: durationMs(env, 'VIMMON_INSPECTOR_RESYNC', 5 * 60_000),
-    novaConcurrency: positiveInt(env, 'VIMMON_INSPECTOR_NOVA_CONCURRENCY', 64),
-    subscriberQueueSize: positiveInt(env, 'VIMMON_INSPECTOR_SUBSCRIBER_QUEUE', 10_000),
+    amqpUrl: e.VIMMON_AMQP_URL,
+    resyncIntervalMs: e.VIMMON_INSPECTOR_RESYNC,
+    novaConcurrency: e.VIMMON_INSPECTOR_NOVA_CONCURRENCY,
+    subscriberQueueSize: e.VIMMON_INSPECTOR_SUBSCRIBER_QUEUE,
+    subscriberQueueBytes: e.VIMMON_INSPECTOR_SUBSCRIBER_QUEUE_BYTES,
+    maxPendingAlarms: e.VIMMON_INSPECTOR_MAX_PENDING_ALARMS,
+    maxHostsDown: e.VIMMON_INSPECTOR_MAX_HOSTS_DOWN,
+    resetState: e.VIMMON_INSPECTOR_RESET_STATE,
+    neutron: e.VIMMON_INSPECTOR_NEUTRON,
   };
 }
 
-function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const v = env[name]?.trim();
-  if (!v) return fallback;
-  if (!/^\d+$/.test(v) || Number(v) < 1) throw new Error(`${name}: expected a positive integer, got ${JSON.stringify(v)}`);
-  return Number(v);
+/** Parses the whole environment: a bad value of any variable throws, every one named. */
+export function inspectorSettingsFromEnv(env: NodeJS.ProcessEnv): InspectorSettings {
+  return inspectorSettings(parseEnvironment(env));
 }
 
 export async function startInspector(options: InspectorOptions): Promise<RunningInspector> {
   const logger = options.logger.child({ role: 'inspector' });
+  const startedAt = new Date();
+  const metrics = options.metrics?.inspector();
   const openstack = loadOpenStackConfig(options.env);
   let nova: NovaClient | undefined;
   const missing: string[] = [];
+  let neutron: NeutronClient | undefined;
   if ('config' in openstack) {
-    nova = createNovaClient(createKeystoneSession(openstack.config, { fetch: options.fetch }), { fetch: options.fetch, timeoutMs: options.novaTimeoutMs });
+    const session = createKeystoneSession(openstack.config, { fetch: options.fetch });
+    nova = createNovaClient(session, { fetch: options.fetch, timeoutMs: options.novaTimeoutMs });
+    if (metrics) nova = withCallMetrics(nova, metrics);
+    if (options.neutron) {
+      neutron = createNeutronClient(session, { fetch: options.fetch, timeoutMs: options.novaTimeoutMs });
+      if (metrics) neutron = withNeutronCallMetrics(neutron, metrics);
+    }
   } else {
+    if (options.neutron) logger.warn('VIMMON_INSPECTOR_NEUTRON=on, but OpenStack is not configured: no port is touched');
     missing.push(...openstack.missing);
-    logger.warn('OpenStack is not configured: no VM cache, no force-down, no reset-state; host alarms are still raised', { missing: openstack.missing });
+    logger.warn('OpenStack is not configured: no VM cache, no force-down, no reset-state; host alarms are still raised', {
+      missing: openstack.missing,
+    });
   }
   if (!options.amqpUrl) {
     missing.push('VIMMON_AMQP_URL');
@@ -93,11 +154,24 @@ export async function startInspector(options: InspectorOptions): Promise<Running
   }
 
   const store = createAlarmStore(options.orm);
-  const hub = createAlarmHub({ store, logger, subscriberQueueSize: options.subscriberQueueSize });
+  const hub = createAlarmHub({
+    store,
+    logger,
+    subscriberQueueSize: options.subscriberQueueSize,
+    subscriberQueueBytes: options.subscriberQueueBytes,
+    maxPendingAlarms: options.maxPendingAlarms,
+    metrics,
+  });
   await hub.start();
   const cache = createVmCache({ nova, logger, resyncIntervalMs: options.resyncIntervalMs });
   const profiler = createProfiler({ logger });
+  // Read before the fault handler resumes: work held back for a host in maintenance stays held.
+  const maintenance = createMaintenance({ orm: options.orm, hub, logger, onEnded: (host) => fault.maintenanceEnded(host) });
+  await maintenance.load();
+  // Several inspectors may share the database: a host's Nova work is driven by the holder of its lease.
+  const leases = createHostLeases({ databaseUrl: options.databaseUrl, logger });
   const fault = createFaultHandler({
+    leases,
     logger,
     hub,
     profiler,
@@ -105,12 +179,18 @@ export async function startInspector(options: InspectorOptions): Promise<Running
     nova,
     novaMissing: 'missing' in openstack ? openstack.missing : [],
     novaConcurrency: options.novaConcurrency ?? 64,
+    neutron,
+    maintenance,
     novaRetry: options.novaRetry,
     hosts: await store.loadHosts(),
+    maxHostsDown: options.maxHostsDown,
+    resetState: options.resetState,
     alarmTiming: options.alarmTiming,
+    metrics,
   });
   const service = createInspectorService({
     fault,
+    vms: cache,
     hub,
     profiler,
     status: () => ({
@@ -119,10 +199,26 @@ export async function startInspector(options: InspectorOptions): Promise<Running
       novaConfigured: nova !== undefined,
       notificationsConfigured: options.amqpUrl !== undefined,
       missingConfig: missing,
+      neutronConfigured: neutron !== undefined,
     }),
+    maintenance,
   });
-  const grpc = createGrpcServer({ logger, tls: options.tls, services: [serviceEntry(inspectorServiceDefinition, service)] });
-  const http = createDoctorHttpServer({ logger, report: (events) => fault.report(events) });
+  const grpc = createGrpcServer({
+    logger,
+    tls: options.tls,
+    auth: options.auth,
+    metrics: options.metrics,
+    services: [
+      serviceEntry(InspectorServiceDefinition, service, options.alarmEncoding === 'per-stream' ? undefined : servedInspectorDefinition),
+    ],
+  });
+  const http = createDoctorHttpServer({
+    logger,
+    report: (events) => fault.report(events),
+    maintenance: (change, caller) => maintenance.set(change, caller.name),
+    tls: options.tls,
+    authorize: options.auth && ((rule, credentials) => options.auth!.authorize(rule, credentials)),
+  });
 
   const storing = new AbortController(); // stopped last: the Nova marks of the last faults are stored too
   const loops = new AbortController();
@@ -136,19 +232,54 @@ export async function startInspector(options: InspectorOptions): Promise<Running
     await grpc.shutdown();
     storing.abort();
     await Promise.allSettled(running);
+    await leases.close();
     throw err;
   }
-  running.push(cache.run(loops.signal), createVimAlarmSource({ databaseUrl: options.databaseUrl, orm: options.orm, hub, logger }).run(loops.signal));
+  running.push(
+    cache.run(loops.signal),
+    createVimAlarmSource({ databaseUrl: options.databaseUrl, orm: options.orm, hub, logger }).run(loops.signal),
+  );
+  // Raw SQL: a liveness ping touches no table, so there is no entity to query through.
+  const check = () => options.orm.em.fork().getConnection().execute('select 1');
+  running.push(runDatabaseHealth({ ...options.databaseHealth, check, health: grpc.health, logger, signal: loops.signal }));
+  if (options.retention) {
+    const settings = { ...options.retention, limits: { alarm: options.retention.limits.alarm } };
+    running.push(runRetention({ ...settings, orm: options.orm, logger, metrics: options.metrics?.retention() }, loops.signal));
+  }
   if (options.amqpUrl) {
     let connectedBefore = false;
+    const connected = metrics?.rabbitmqConnected();
+    connected?.set(0);
     const onConnected = () => {
+      connected?.set(1);
       // Notifications sent while disconnected are lost: a snapshot repairs the gap.
       if (connectedBefore) cache.requestResync('notifications reconnected');
       connectedBefore = true;
     };
-    running.push(runNotificationConsumer({ amqpUrl: options.amqpUrl, logger, onNotification: (n) => cache.apply(n), onConnected }, loops.signal));
+    const onDisconnected = () => connected?.set(0);
+    running.push(
+      runNotificationConsumer(
+        { amqpUrl: options.amqpUrl, logger, onNotification: (n) => cache.apply(n), onConnected, onDisconnected },
+        loops.signal,
+      ).finally(onDisconnected),
+    );
   }
+  const stopReading = metrics?.read({
+    alarmSubscribers: () => hub.stats().subscribers,
+    cachedVms: () => cache.size,
+    lastSnapshotAt: () => cache.lastSyncAt,
+    startedAt,
+  });
   fault.resume();
+  const takeover = createTakeover({
+    store,
+    leases,
+    takeOver: (rec) => fault.takeOver(rec),
+    logger,
+    intervalMs: options.takeoverIntervalMs ?? 5_000,
+  });
+  // Without Nova there is no work to take over.
+  if (nova) running.push(takeover.run(loops.signal));
   logger.info('inspector listening', { address, httpAddress, nova: nova !== undefined, notifications: options.amqpUrl !== undefined });
 
   let stopped: Promise<void> | undefined;
@@ -158,12 +289,15 @@ export async function startInspector(options: InspectorOptions): Promise<Running
     httpAddress,
     stop: () =>
       (stopped ??= (async () => {
+        stopReading?.();
         await http.close();
         await grpc.shutdown();
         loops.abort();
         await fault.stop(options.novaShutdownGraceMs ?? 10_000);
         storing.abort();
         await Promise.allSettled(running);
+        // Last: the leases of work cut short go with the connection, for another inspector to take over.
+        await leases.close();
       })()),
   };
 }

@@ -3,10 +3,13 @@
 // `versioned_notifications.info`, body in the 2.0 envelope
 // {"oslo.version": "2.0", "oslo.message": "<json>"}. The inspector binds a
 // queue of its own (exclusive, auto-delete) so that it never takes messages
-// from another consumer, and reconnects for as long as it runs. While it is
-// disconnected it misses notifications: onConnected is the moment to resync.
-import amqp from 'amqplib';
-import { backoffDelayMs, delay } from '../common/delay.js';
+// from another consumer, and reconnects for as long as it runs, declaring its
+// queue again each time. While it is disconnected it misses notifications:
+// onConnected is the moment to resync.
+import { forever } from 'abort-controller-x';
+import { connect } from 'amqp-connection-manager';
+import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
+import { backoffDelayMs } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 
 export interface InstanceNotification {
@@ -93,6 +96,8 @@ export interface NotificationConsumerOptions {
   onNotification(n: InstanceNotification): void;
   /** After every (re)connection, once the queue is bound. */
   onConnected?(): void;
+  /** When notifications stop coming: the connection lost, the channel closed or the consumer cancelled. */
+  onDisconnected?(): void;
   /** Default 'nova' (oslo.messaging's control_exchange for Nova). */
   exchange?: string;
   /** Default ['versioned_notifications.info']. */
@@ -103,116 +108,134 @@ export interface NotificationConsumerOptions {
   reconnectMaxDelayMs?: number;
 }
 
-/** Runs until signal aborts; connection failures are logged and retried with jittered backoff. */
+/**
+ * Runs until signal aborts. amqp-connection-manager keeps the connection and
+ * runs `setup` on every new channel, so the exchange, the queue, its bindings
+ * and the consumer are declared again after each reconnection. Connection
+ * failures are logged and retried with jittered backoff.
+ */
 export async function runNotificationConsumer(options: NotificationConsumerOptions, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
   const exchange = options.exchange ?? 'nova';
   const routingKeys = options.routingKeys ?? ['versioned_notifications.info'];
   const backoff = { baseDelayMs: options.reconnectBaseDelayMs ?? 250, maxDelayMs: options.reconnectMaxDelayMs ?? 15_000 };
   const log = options.logger.child({ component: 'nova-notifications', amqp: redactUrl(options.amqpUrl) });
   let attempt = 0;
-  while (!signal.aborted) {
-    let connection: amqp.ChannelModel | undefined;
-    try {
-      connection = await connectUnlessAborted(options.amqpUrl, options.connectionName ?? 'vimmon-inspector', signal);
-      if (!connection) return;
-      const closed = new Promise<Error | undefined>((resolve) => {
-        connection!.on('close', (err?: Error) => resolve(err));
-      });
-      // Errors also arrive as 'close'; a listener keeps them from being thrown.
-      connection.on('error', () => {});
-      const channel = await openChannelWithExchange(connection, exchange);
-      const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
-      for (const key of routingKeys) await channel.bindQueue(queue, exchange, key);
-      let cancelled!: () => void;
-      const consumerGone = new Promise<void>((resolve) => (cancelled = resolve));
-      channel.on('close', () => cancelled());
-      await channel.consume(
-        queue,
-        (msg) => {
-          if (!msg) return cancelled(); // the broker cancelled the consumer (queue deleted)
-          let n: InstanceNotification | undefined;
-          try {
-            n = parseNovaNotification(msg.content);
-          } catch (err) {
-            log.warn('unreadable notification skipped', { err, routingKey: msg.fields.routingKey });
-            return;
-          }
-          if (!n) return;
-          try {
-            options.onNotification(n);
-          } catch (err) {
-            log.error('notification handler failed', { err, eventType: n.eventType, instanceId: n.instanceId });
-          }
-        },
-        { noAck: true },
-      );
-      attempt = 0;
-      log.info('consuming Nova notifications', { exchange, routingKeys, queue });
-      try {
-        options.onConnected?.();
-      } catch (err) {
-        log.error('onConnected failed', { err });
-      }
-      let stopWaiting!: () => void;
-      const aborted = new Promise<void>((resolve) => {
-        stopWaiting = resolve;
-        signal.addEventListener('abort', stopWaiting, { once: true });
-      });
-      try {
-        await Promise.race([closed, consumerGone, aborted]);
-      } finally {
-        signal.removeEventListener('abort', stopWaiting);
-      }
-      if (signal.aborted) {
-        await connection.close().catch(() => {});
-        return;
-      }
-      log.warn('AMQP connection lost; reconnecting (notifications meanwhile are missed until the next resync)');
-      await connection.close().catch(() => {});
-    } catch (err) {
-      await connection?.close().catch(() => {});
-      if (signal.aborted) return;
-      const waitMs = backoffDelayMs(attempt, backoff);
-      log.warn('AMQP connection failed; retrying', { err, attempt, retryInMs: waitMs });
-      attempt++;
-      await delay(waitMs, signal);
-      continue;
-    }
-    await delay(backoffDelayMs(attempt++, backoff), signal);
-  }
-}
-
-/** Undefined when signal aborts first; a connection that completes after that is closed. */
-async function connectUnlessAborted(url: string, connectionName: string, signal: AbortSignal): Promise<amqp.ChannelModel | undefined> {
-  const connecting = amqp.connect(url, { clientProperties: { connection_name: connectionName }, timeout: 10_000 });
-  let onAbort!: () => void;
-  const aborted = new Promise<undefined>((resolve) => {
-    onAbort = () => resolve(undefined);
-    signal.addEventListener('abort', onAbort, { once: true });
+  const manager = connect(options.amqpUrl, {
+    // 0: the broker's heartbeat (or the URL's ?heartbeat=), as amqplib alone negotiates it.
+    heartbeatIntervalInSeconds: 0,
+    reconnectTimeInSeconds: backoffDelayMs(0, backoff) / 1_000,
+    connectionOptions: { clientProperties: { connection_name: options.connectionName ?? 'vimmon-inspector' }, timeout: 10_000 },
   });
-  try {
-    const first = await Promise.race([connecting, aborted]);
-    if (!first) connecting.then((c) => c.close()).catch(() => {});
-    return first;
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
+  // The manager waits reconnectTimeInSeconds after every failure or loss, read
+  // right after it emits the event: setting it here makes that wait a jittered backoff.
+  const nextWait = () => {
+    const waitMs = backoffDelayMs(attempt++, backoff);
+    manager.reconnectTimeInSeconds = waitMs / 1_000;
+    return waitMs;
+  };
+  manager.on('connectFailed', ({ err }) => {
+    if (!signal.aborted) log.warn('AMQP connection failed; retrying', { err, attempt, retryInMs: nextWait() });
+  });
+  manager.on('disconnect', ({ err }) => {
+    options.onDisconnected?.();
+    if (!signal.aborted)
+      log.warn('AMQP connection lost; reconnecting (notifications meanwhile are missed until the next resync)', {
+        err,
+        retryInMs: nextWait(),
+      });
+  });
+
+  // The manager replays setup on a new channel, but a channel that closes while
+  // its connection stays up (the queue deleted, a refused declaration) is not
+  // replaced, and a consumer the broker cancels is not declared again: both
+  // are repaired here by reconnecting, after a backoff.
+  let generation = 0;
+  let repairTimer: NodeJS.Timeout | undefined;
+  const repair = (of: number, why: string) => {
+    // Without a connection, the manager is reconnecting already.
+    if (signal.aborted || repairTimer || of !== generation || !manager.isConnected()) return;
+    options.onDisconnected?.();
+    const waitMs = backoffDelayMs(attempt++, backoff);
+    log.warn(`${why}; reconnecting`, { retryInMs: waitMs });
+    repairTimer = setTimeout(() => {
+      repairTimer = undefined;
+      // A reconnection that happened meanwhile has set everything up again.
+      if (!signal.aborted && of === generation && manager.isConnected()) manager.reconnect();
+    }, waitMs);
+  };
+
+  const setup = async (channel: ConfirmChannel | Channel) => {
+    const mine = ++generation;
+    if (signal.aborted) return;
+    channel.on('close', () => setImmediate(() => repair(mine, 'AMQP channel closed')));
+    await declareExchange(manager.connection, channel, exchange);
+    const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+    for (const key of routingKeys) await channel.bindQueue(queue, exchange, key);
+    await channel.consume(
+      queue,
+      (msg) => {
+        if (!msg) return repair(mine, 'the broker cancelled the consumer'); // e.g. the queue was deleted
+        let n: InstanceNotification | undefined;
+        try {
+          n = parseNovaNotification(msg.content);
+        } catch (err) {
+          log.warn('unreadable notification skipped', { err, routingKey: msg.fields.routingKey });
+          return;
+        }
+        if (!n) return;
+        try {
+          options.onNotification(n);
+        } catch (err) {
+          log.error('notification handler failed', { err, eventType: n.eventType, instanceId: n.instanceId });
+        }
+      },
+      { noAck: true },
+    );
+    if (signal.aborted || mine !== generation) return;
+    attempt = 0;
+    log.info('consuming Nova notifications', { exchange, routingKeys, queue });
+    try {
+      options.onConnected?.();
+    } catch (err) {
+      log.error('onConnected failed', { err });
+    }
+  };
+  const wrapper = manager.createChannel({ name: 'nova-notifications', confirm: false, setup });
+  // A setup that failed leaves the channel without a consumer: start over.
+  wrapper.on('error', (err: unknown) => {
+    if (signal.aborted) return;
+    log.warn('setting up the AMQP channel failed', { err });
+    repair(generation, 'AMQP channel not set up');
+  });
+
+  await forever(signal).catch(() => {}); // settles only when signal aborts
+  clearTimeout(repairTimer);
+  // A connection still being opened is closed once it is open, without waiting for it here.
+  const closing = manager.close().catch(() => {});
+  if (manager.isConnected()) await closing;
 }
 
-/** oslo.messaging declares the exchange non-durable by default; a broker that has it durable keeps its own. */
-async function openChannelWithExchange(connection: amqp.ChannelModel, exchange: string): Promise<amqp.Channel> {
-  const channel = await connection.createChannel();
-  channel.on('error', () => {});
-  try {
+/**
+ * oslo.messaging declares the exchange non-durable by default; a broker that has
+ * it durable keeps its own. Declared on a channel of its own, since the broker
+ * closes the channel that asks with other properties (406).
+ */
+async function declareExchange(connection: ChannelModel | undefined, channel: ConfirmChannel | Channel, exchange: string): Promise<void> {
+  if (!connection) {
     await channel.assertExchange(exchange, 'topic', { durable: false, autoDelete: false });
-    return channel;
+    return;
+  }
+  const own = await connection.createChannel();
+  own.on('error', () => {});
+  try {
+    await own.assertExchange(exchange, 'topic', { durable: false, autoDelete: false });
   } catch (err) {
     if ((err as { code?: number }).code !== 406) throw err;
-    const again = await connection.createChannel();
-    again.on('error', () => {});
-    await again.checkExchange(exchange);
-    return again;
+    await channel.checkExchange(exchange);
+    return;
   }
+  await own.close().catch(() => {});
 }
 
 export function redactUrl(url: string): string {

@@ -2,7 +2,9 @@
 // that has what it needs, sent in both the old and the new header so that any
 // Nova since Liberty reads it. This client never retries on its own (except a
 // fresh token after a 401): callers decide, from NovaError.retryable.
-import { KeystoneError, abortable, causeOf, errorMessage, isRetryableStatus, type KeystoneSession } from './keystone.js';
+import { abortable, isRetryableStatus, type KeystoneSession } from '../common/keystone.js';
+import type { InspectorMetrics, NovaOperation } from '../common/metrics.js';
+import { createOpenStackApi } from './openstack-api.js';
 
 export interface NovaServer {
   id: string;
@@ -37,7 +39,11 @@ export interface NovaClient {
 /** status is the HTTP status, 0 when no answer came (network, timeout). 5xx, 429, 408 and no answer are retryable. */
 export class NovaError extends Error {
   override name = 'NovaError';
-  constructor(message: string, readonly status: number, readonly retryable: boolean) {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly retryable: boolean,
+  ) {
     super(message);
   }
 }
@@ -67,8 +73,14 @@ interface ServiceDoc {
 }
 
 export function createNovaClient(session: KeystoneSession, options: NovaClientOptions = {}): NovaClient {
-  const doFetch = options.fetch ?? fetch;
-  const timeoutMs = options.timeoutMs ?? 30_000;
+  const api = createOpenStackApi({
+    service: 'nova',
+    session,
+    fail: (message, status, retryable) => new NovaError(message, status, retryable),
+    fetch: options.fetch,
+    timeoutMs: options.timeoutMs ?? 30_000,
+  });
+  const { fromKeystone, readText } = api;
   let maxVersion: Promise<string> | undefined;
 
   const endpoint = async (signal?: AbortSignal) => {
@@ -79,56 +91,15 @@ export function createNovaClient(session: KeystoneSession, options: NovaClientOp
     }
   };
 
-  const send = async (method: string, url: string, opts: RequestOptions, token: string | undefined): Promise<Response> => {
-    const headers: Record<string, string> = {
-      Accept: 'application/json',
-      'X-OpenStack-Nova-API-Version': opts.microversion,
-      'OpenStack-API-Version': `compute ${opts.microversion}`,
-    };
-    if (token) headers['X-Auth-Token'] = token;
-    if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
-    try {
-      return await doFetch(url, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body), signal });
-    } catch (err) {
-      if (opts.signal?.aborted) throw opts.signal.reason;
-      if (timeout.aborted) throw new NovaError(`nova: ${method} ${url}: no answer within ${timeoutMs} ms`, 0, true);
-      throw new NovaError(`nova: ${method} ${url}: ${causeOf(err)}`, 0, true);
-    }
-  };
-
-  /** One authenticated call; a 401 gets one more try with a fresh token (Keystone may have revoked it). */
-  const request = async <T>(method: string, path: string, opts: RequestOptions): Promise<T | undefined> => {
-    const url = `${await endpoint(opts.signal)}${path}`;
-    for (let attempt = 0; ; attempt++) {
-      let token: string;
-      try {
-        token = await session.token(opts.signal);
-      } catch (err) {
-        throw fromKeystone(err);
-      }
-      const res = await send(method, url, opts, token);
-      const text = await readText(res, opts.signal);
-      if (res.status === 401 && attempt === 0) {
-        session.invalidate(token);
-        continue;
-      }
-      if (!res.ok) {
-        throw new NovaError(
-          `nova: ${method} ${path} answered ${res.status}: ${errorMessage(text) ?? res.statusText}`,
-          res.status,
-          isRetryableStatus(res.status),
-        );
-      }
-      if (!text) return undefined;
-      try {
-        return JSON.parse(text) as T;
-      } catch {
-        throw new NovaError(`nova: ${method} ${path} answered ${res.status} with a body that is not JSON`, res.status, false);
-      }
-    }
-  };
+  /** Both spellings of the microversion header: older Nova reads only the first. */
+  const callOf = (opts: RequestOptions) => ({
+    body: opts.body,
+    signal: opts.signal,
+    headers: { 'X-OpenStack-Nova-API-Version': opts.microversion, 'OpenStack-API-Version': `compute ${opts.microversion}` },
+  });
+  const send = (method: string, url: string, opts: RequestOptions, token: string | undefined) => api.send(method, url, callOf(opts), token);
+  const request = async <T>(method: string, path: string, opts: RequestOptions): Promise<T | undefined> =>
+    api.request<T>(method, await endpoint(opts.signal), path, callOf(opts));
 
   const discoverMaxVersion = async (signal?: AbortSignal): Promise<string> => {
     const base = await endpoint(signal);
@@ -247,18 +218,32 @@ export function createNovaClient(session: KeystoneSession, options: NovaClientOp
   };
 }
 
-async function readText(res: Response, signal?: AbortSignal): Promise<string> {
-  try {
-    return await res.text();
-  } catch (err) {
-    if (signal?.aborted) throw signal.reason;
-    throw new NovaError(`nova: reading the answer: ${causeOf(err)}`, 0, true);
-  }
-}
-
-function fromKeystone(err: unknown): unknown {
-  if (err instanceof KeystoneError) return new NovaError(err.message, err.status, err.retryable);
-  return err;
+/**
+ * The same client, each call counted and timed by operation (list_servers,
+ * get_server, force_down, force_up, reset_state) and outcome; a call cut short
+ * by its own signal (a shutdown, a host back up) is not Nova's doing and is not counted.
+ */
+export function withCallMetrics(client: NovaClient, metrics: InspectorMetrics): NovaClient {
+  const timed = async <T>(operation: NovaOperation, signal: AbortSignal | undefined, call: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
+    try {
+      const result = await call();
+      metrics.novaCall(operation, 'ok', seconds());
+      return result;
+    } catch (err) {
+      if (!signal?.aborted) metrics.novaCall(operation, 'error', seconds());
+      throw err;
+    }
+  };
+  return {
+    listAllServers: (signal) => timed('list_servers', signal, () => client.listAllServers(signal)),
+    getServer: (serverId, signal) => timed('get_server', signal, () => client.getServer(serverId, signal)),
+    setHostForcedDown: (host, down, signal) =>
+      timed(down ? 'force_down' : 'force_up', signal, () => client.setHostForcedDown(host, down, signal)),
+    resetState: (serverId, state, signal) => timed('reset_state', signal, () => client.resetState(serverId, state, signal)),
+    maxMicroversion: (signal) => client.maxMicroversion(signal),
+  };
 }
 
 function toServer(value: unknown): NovaServer | undefined {

@@ -1,20 +1,29 @@
-// VIM status transitions (stored by the conductor, announced by NOTIFY on
-// vimStatusChannel) become VIM_UNREACHABLE / VIM_RECOVERED alarms.
+// VIM status transitions (stored by the conductor in vim_event) become
+// VIM_UNREACHABLE / VIM_CREDENTIALS_REJECTED / VIM_RECOVERED alarms.
+// UNREACHABLE with the reason CREDENTIALS_REJECTED (the VIM answered and
+// refused its credentials) has its own type: the fix is another, and
+// subscribers filter on types.
 //
-// The NOTIFY is only a wake-up: each scan re-reads vim_event after the last
-// transition handled (and a short look-back, for transactions of different
-// VIMs that commit out of id order), so a notification lost while
-// disconnected is caught up on reconnect. Per VIM the inspector keeps whether
-// an unreachable alarm is open, loaded from the alarm table at start: a VIM
-// gets one VIM_UNREACHABLE when it becomes UNREACHABLE and one VIM_RECOVERED
-// when it is REACHABLE again, whatever PENDING states come between. A first
-// start (no VIM alarm stored yet) raises alarms for the present state only,
-// not for the whole history of transitions.
-import pg from 'pg';
-import { backoffDelayMs, delay } from '../common/delay.js';
+// The transitions come from db/vim-event-feed.ts: every one stored after the
+// starting point exactly once, each VIM's in order, whatever order their
+// transactions committed in and however often the connection is lost. Per VIM
+// the inspector keeps which alarm is open (unreachable, credentials rejected
+// or none), loaded from the alarm table at start: a VIM gets one alarm of
+// the kind when it becomes UNREACHABLE (another when the reason changes from
+// one kind to the other) and one VIM_RECOVERED when it is REACHABLE again,
+// whatever PENDING states come between.
+//
+// Where a start picks up: `lookback` events below the newest one an alarm was
+// stored for, because a previous run may have stopped with transitions below
+// it unhandled (committed late, or not yet processed). Those handled already
+// are no-ops: older than the VIM's last alarm, or leaving its state as it is.
+// A first start (no VIM alarm stored yet) raises alarms for the present state
+// only, not for the whole history of transitions.
+import { delay } from 'abort-controller-x';
+import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
-import type { Orm } from '../db/connection.js';
-import { vimStatusChannel } from '../db/notifications.js';
+import { typedSql, type Orm } from '../db/connection.js';
+import { createVimEventFeed, type VimEventChange } from '../db/vim-event-feed.js';
 import { AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import type { AlarmDraft, AlarmHub } from './alarm-stream.js';
 
@@ -24,52 +33,65 @@ export interface VimAlarmSourceOptions {
   orm: Orm;
   hub: AlarmHub;
   logger: Logger;
-  /** Events re-read behind the last one handled. */
+  /** Events re-read, at a restart, below the newest one an alarm was stored for. Default 100. */
   lookback?: number;
+  retry?: BackoffOptions;
 }
 
 export interface VimAlarmSource {
   run(signal: AbortSignal): Promise<void>;
 }
 
-interface EventRow {
-  id: string | number;
-  vim_id: string;
-  from_status: string;
-  to_status: string;
-  created_at: Date | string;
-  name: string;
+/** The alarm open for a VIM that is down; undefined: none. */
+type OpenAlarm = AlarmType.ALARM_TYPE_VIM_UNREACHABLE | AlarmType.ALARM_TYPE_VIM_CREDENTIALS_REJECTED | undefined;
+
+function openAlarmOf(storedType: string): OpenAlarm {
+  if (storedType === 'VIM_UNREACHABLE') return AlarmType.ALARM_TYPE_VIM_UNREACHABLE;
+  if (storedType === 'VIM_CREDENTIALS_REJECTED') return AlarmType.ALARM_TYPE_VIM_CREDENTIALS_REJECTED;
+  return undefined;
 }
 
-const pageSize = 1_000;
+/** The alarm a transition to UNREACHABLE raises: its own type when the VIM refused its credentials. */
+function downAlarmType(c: VimEventChange): NonNullable<OpenAlarm> {
+  return c.reason === 'CREDENTIALS_REJECTED' ? AlarmType.ALARM_TYPE_VIM_CREDENTIALS_REJECTED : AlarmType.ALARM_TYPE_VIM_UNREACHABLE;
+}
+
+const reasonText: Readonly<Record<string, string>> = {
+  CREDENTIALS_REJECTED: 'credentials rejected',
+  CERTIFICATE_REJECTED: 'certificate rejected',
+};
 
 export function createVimAlarmSource(options: VimAlarmSourceOptions): VimAlarmSource {
   const { orm, hub, logger } = options;
   const lookback = options.lookback ?? 100;
-  const retry = { baseDelayMs: 200, maxDelayMs: 10_000 };
-  const unreachable = new Map<string, boolean>(); // vim id → an unreachable alarm is open
+  const retry = options.retry ?? { baseDelayMs: 200, maxDelayMs: 10_000 };
+  const openAlarm = new Map<string, OpenAlarm>(); // vim id → the alarm open for it
   const lastEventOfVim = new Map<string, number>();
-  const handled = new Set<number>();
-  let cursor = 0;
-  let loaded = false;
 
-  async function load() {
-    const em = orm.em.fork();
-    const open = await em.execute<{ vim_id: string; type: string; vim_event_id: string | null }[]>(
-      `select distinct on (vim_id) vim_id, type, vim_event_id from alarm where vim_id is not null order by vim_id, alarm_id desc`,
-    );
-    for (const r of open) {
-      unreachable.set(r.vim_id, r.type === 'VIM_UNREACHABLE');
-      if (r.vim_event_id !== null) lastEventOfVim.set(r.vim_id, Number(r.vim_event_id));
+  /** The state of every VIM from the alarm table; returns the event id to start after. */
+  async function load(newest: number): Promise<number> {
+    openAlarm.clear();
+    lastEventOfVim.clear();
+    const db = typedSql(orm.em.fork());
+    const latest = await db
+      .selectFrom('alarm')
+      .select(['vim_id', 'type', 'vim_event_id'])
+      .distinctOn('vim_id')
+      .where('vim_id', 'is not', null)
+      .orderBy('vim_id')
+      .orderBy('alarm_id', 'desc')
+      .execute();
+    let cursor = 0;
+    for (const r of latest) {
+      openAlarm.set(r.vim_id!, openAlarmOf(r.type));
+      if (r.vim_event_id !== null) {
+        const id = Number(r.vim_event_id);
+        lastEventOfVim.set(r.vim_id!, id);
+        cursor = Math.max(cursor, id);
+      }
     }
-    if (open.length === 0) {
-      await firstStart();
-      return;
-    }
-    const max = await em.execute<{ id: string | null }[]>(`select max(vim_event_id) as id from alarm where vim_event_id is not null`);
-    cursor = Number(max[0]?.id ?? 0);
-    const recent = await em.execute<{ id: string }[]>(`select vim_event_id as id from alarm where vim_event_id > ?`, [Math.max(0, cursor - lookback)]);
-    for (const r of recent) handled.add(Number(r.id));
+    if (latest.length === 0) return firstStart(newest);
+    return Math.max(0, cursor - lookback);
   }
 
   /**
@@ -77,141 +99,112 @@ export function createVimAlarmSource(options: VimAlarmSourceOptions): VimAlarmSo
    * history of transitions is not replayed as alarms raised now. What matters is
    * the present: one VIM_UNREACHABLE for each live VIM that is UNREACHABLE now.
    */
-  async function firstStart() {
-    const em = orm.em.fork();
-    const max = await em.execute<{ id: string | null }[]>(`select max(id) as id from vim_event`);
-    cursor = Number(max[0]?.id ?? 0);
-    // The history up to here counts as seen, the look-back window included.
-    const window = await em.execute<{ id: string }[]>(`select id from vim_event where id > ? and id <= ?`, [Math.max(0, cursor - lookback), cursor]);
-    for (const r of window) handled.add(Number(r.id));
-    const down = await em.execute<EventRow[]>(
-      `select distinct on (e.vim_id) e.id, e.vim_id, e.from_status, e.to_status, e.created_at, v.name
-         from vim v join vim_event e on e.vim_id = v.id
-        where v.deleted_at is null and v.status = 'UNREACHABLE' and e.to_status = 'UNREACHABLE' and e.id <= ?
-        order by e.vim_id, e.id desc`,
-      [cursor],
-    );
+  async function firstStart(newest: number): Promise<number> {
+    const db = typedSql(orm.em.fork());
+    const down = await db
+      .selectFrom('vim as v')
+      .innerJoin('vim_event as e', 'e.vim_id', 'v.id')
+      .select(['e.id', 'e.vim_id', 'e.from_status', 'e.to_status', 'e.status_reason', 'e.created_at', 'v.name', 'v.owner_project'])
+      .distinctOn('e.vim_id')
+      .where('v.deleted_at', 'is', null)
+      .where('v.status', '=', 'UNREACHABLE')
+      .where('e.to_status', '=', 'UNREACHABLE')
+      .where('e.id', '<=', newest)
+      .orderBy('e.vim_id')
+      .orderBy('e.id', 'desc')
+      .execute();
     const detectedAt = new Date();
     const drafts = down.map((r) => {
       const id = Number(r.id);
-      handled.add(id);
+      const change: VimEventChange = {
+        eventId: id,
+        vimId: r.vim_id,
+        vimName: r.name,
+        from: r.from_status as VimEventChange['from'],
+        to: r.to_status as VimEventChange['to'],
+        reason: r.status_reason as VimEventChange['reason'],
+        actionId: '',
+        changedAt: new Date(r.created_at).toISOString(),
+        ownerProject: r.owner_project,
+      };
+      const type = downAlarmType(change);
       lastEventOfVim.set(r.vim_id, id);
-      unreachable.set(r.vim_id, true);
-      return draftOf(r, AlarmType.ALARM_TYPE_VIM_UNREACHABLE, detectedAt);
+      openAlarm.set(r.vim_id, type);
+      return draftOf(change, type, detectedAt);
     });
     if (drafts.length > 0) {
       await hub.raise(drafts);
       logger.info('VIMs unreachable at start', { alarms: drafts.length });
     }
+    return newest;
   }
 
-  function draftOf(r: EventRow, type: AlarmType, detectedAt: Date): AlarmDraft {
-    const id = Number(r.id);
+  function draftOf(c: VimEventChange, type: AlarmType, detectedAt: Date): AlarmDraft {
     return {
       type,
       host: '',
       instanceId: '',
       instanceName: '',
-      projectId: '',
-      vimId: r.vim_id,
-      vimName: r.name,
-      state: r.to_status,
-      severity: type === AlarmType.ALARM_TYPE_VIM_UNREACHABLE ? 'critical' : 'low',
-      cause: `VIM status ${r.from_status} → ${r.to_status}`,
+      // The VIM's owner: its readers get the alarm.
+      projectId: c.ownerProject,
+      vimId: c.vimId,
+      vimName: c.vimName,
+      state: c.to,
+      severity: type === AlarmType.ALARM_TYPE_VIM_RECOVERED ? 'low' : 'critical',
+      cause: `VIM status ${c.from} → ${c.to}${c.reason ? ` (${reasonText[c.reason]})` : ''}`,
       monitor: 'vimmon',
-      monitorEventId: String(id),
+      monitorEventId: String(c.eventId),
       faultId: '',
-      eventTime: new Date(r.created_at),
+      eventTime: new Date(c.changedAt),
       detectedAt,
-      vimEventId: id,
+      vimEventId: c.eventId,
     };
   }
 
-  async function scan() {
-    while (true) {
-      const rows = await orm.em.fork().execute<EventRow[]>(
-        `select e.id, e.vim_id, e.from_status, e.to_status, e.created_at, v.name
-         from vim_event e join vim v on v.id = e.vim_id
-         where e.id > ? order by e.id limit ?`,
-        [Math.max(0, cursor - lookback), pageSize],
-      );
-      const detectedAt = new Date();
-      const drafts: AlarmDraft[] = [];
-      for (const r of rows) {
-        const id = Number(r.id);
-        if (handled.has(id)) continue;
-        handled.add(id);
-        cursor = Math.max(cursor, id);
-        if (id < (lastEventOfVim.get(r.vim_id) ?? 0)) continue; // older than a transition already handled
-        lastEventOfVim.set(r.vim_id, id);
-        const open = unreachable.get(r.vim_id) ?? false;
-        let type: AlarmType | undefined;
-        if (r.to_status === 'UNREACHABLE' && !open) type = AlarmType.ALARM_TYPE_VIM_UNREACHABLE;
-        else if (r.to_status === 'REACHABLE' && open) type = AlarmType.ALARM_TYPE_VIM_RECOVERED;
-        if (type === undefined) continue;
-        unreachable.set(r.vim_id, type === AlarmType.ALARM_TYPE_VIM_UNREACHABLE);
-        drafts.push(draftOf(r, type, detectedAt));
-      }
-      for (const id of handled) if (id <= cursor - lookback) handled.delete(id);
-      if (drafts.length > 0) {
+  /** The alarms of a batch; the state changes only once they are raised. */
+  async function handle(changes: VimEventChange[], signal: AbortSignal) {
+    const detectedAt = new Date();
+    const open = new Map<string, OpenAlarm>();
+    const last = new Map<string, number>();
+    const drafts: AlarmDraft[] = [];
+    for (const c of changes) {
+      if (c.eventId < (last.get(c.vimId) ?? lastEventOfVim.get(c.vimId) ?? 0)) continue; // older than a transition already handled
+      last.set(c.vimId, c.eventId);
+      const wasOpen = open.has(c.vimId) ? open.get(c.vimId) : openAlarm.get(c.vimId);
+      let type: AlarmType | undefined;
+      if (c.to === 'UNREACHABLE' && wasOpen !== downAlarmType(c)) type = downAlarmType(c);
+      else if (c.to === 'REACHABLE' && wasOpen !== undefined) type = AlarmType.ALARM_TYPE_VIM_RECOVERED;
+      if (type === undefined) continue;
+      open.set(c.vimId, type === AlarmType.ALARM_TYPE_VIM_RECOVERED ? undefined : (type as OpenAlarm));
+      drafts.push(draftOf(c, type, detectedAt));
+    }
+    // raise() refuses only while too many alarms wait for the database: wait and try again,
+    // holding the feed (which reads the table once this returns, if notifications piled up).
+    for (let attempt = 0; drafts.length > 0; attempt++) {
+      try {
         await hub.raise(drafts);
         logger.info('VIM alarms raised', { alarms: drafts.length });
+        break;
+      } catch (err) {
+        logger.warn('VIM alarms not raised yet; retrying', { err: String(err), attempt });
+        await delay(signal, backoffDelayMs(attempt, retry));
       }
-      if (rows.length < pageSize) return;
     }
+    for (const [vimId, id] of last) lastEventOfVim.set(vimId, id);
+    for (const [vimId, alarm] of open) openAlarm.set(vimId, alarm);
   }
 
   return {
     async run(signal) {
-      let attempt = 0;
-      while (!signal.aborted) {
-        const client = new pg.Client({ connectionString: options.databaseUrl });
-        let wake: (() => void) | undefined;
-        let dirty = true;
-        let broken: unknown;
-        const poke = () => {
-          dirty = true;
-          wake?.();
-        };
-        client.on('notification', poke);
-        client.on('error', (err) => {
-          broken = err;
-          poke();
-        });
-        try {
-          await client.connect();
-          await client.query(`listen ${vimStatusChannel}`);
-          if (!loaded) {
-            await load();
-            loaded = true;
-          }
-          attempt = 0;
-          while (!signal.aborted && !broken) {
-            if (dirty) {
-              dirty = false;
-              await scan();
-              continue;
-            }
-            await new Promise<void>((resolve) => {
-              const done = () => {
-                signal.removeEventListener('abort', done);
-                if (wake === done) wake = undefined;
-                resolve();
-              };
-              wake = done;
-              signal.addEventListener('abort', done, { once: true });
-            });
-          }
-          if (broken) throw broken;
-        } catch (err) {
-          if (signal.aborted) break;
-          logger.warn('VIM status listener failed; reconnecting', { err });
-          await delay(backoffDelayMs(attempt++, retry), signal);
-        } finally {
-          client.removeAllListeners('notification');
-          await client.end().catch(() => {});
-        }
-      }
+      const feed = createVimEventFeed({
+        databaseUrl: options.databaseUrl,
+        logger,
+        applicationName: 'vimmon vim alarms',
+        retry,
+        startAfter: load,
+        onChanges: handle,
+      });
+      await feed.run(signal);
     },
   };
 }

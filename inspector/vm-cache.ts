@@ -9,7 +9,8 @@
 // Nova's updated_at orders a notification against what is already known (an
 // older one is ignored), and deleted instances are remembered until the next
 // snapshot so that a late update cannot bring them back.
-import { backoffDelayMs, delay, linkedAbortController } from '../common/delay.js';
+import { delay, forever } from 'abort-controller-x';
+import { backoffDelayMs, linkedAbortController } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { NovaClient, NovaServer } from './nova.js';
 import type { InstanceNotification } from './notifications.js';
@@ -248,7 +249,8 @@ export function createVmCache(options: VmCacheOptions): VmCache {
     const child = linkedAbortController(signal);
     wake = () => child.abort();
     try {
-      await delay(ms, child.signal);
+      // Rejects only when woken or stopped: both end the wait.
+      await delay(child.signal, Math.max(0, ms)).catch(() => {});
     } finally {
       wake = undefined;
       child.abort();
@@ -282,10 +284,7 @@ export function createVmCache(options: VmCacheOptions): VmCache {
     async run(signal) {
       if (!nova) {
         log.warn('no Nova client: the host → VMs cache is fed by notifications only');
-        await new Promise<void>((resolve) => {
-          if (signal.aborted) resolve();
-          else signal.addEventListener('abort', () => resolve(), { once: true });
-        });
+        await forever(signal).catch(() => {}); // settles only when signal aborts
         return;
       }
       let attempt = 0;

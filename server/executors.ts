@@ -2,15 +2,17 @@
 // polled), which one should run a VIM's action (rendezvous hashing over the live
 // ones, so adding or losing an executor moves only its share), and the calls.
 import { createHash } from 'node:crypto';
+import { delay } from 'abort-controller-x';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
-import { delay } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { MonitorSettings } from '../common/monitor-policy.js';
 import { channelCredentials, type Tls } from '../common/tls.js';
+import { bearerMetadata } from '../common/auth/authenticator.js';
 import { toMonitorPolicy } from '../common/monitor-policy.js';
-import { statusToProto } from '../common/vim-status.js';
+import { reasonToProto, statusToProto } from '../common/vim-status.js';
+import { VimStatus, VimStatusReason } from '../gen/vimmon/common/v1/status.js';
 import { HealthCheckResponse_ServingStatus, HealthDefinition, type HealthClient } from '../gen/grpc/health/v1/health.js';
-import { ExecutorServiceDefinition, type ExecutorServiceClient } from '../gen/vimmon/executor/v1/executor_service.js';
+import { ExecutorServiceDefinition, type ExecutorServiceClient, type VimAuth } from '../gen/vimmon/executor/v1/executor_service.js';
 
 export interface ActionSpec {
   actionId: string;
@@ -18,6 +20,18 @@ export interface ActionSpec {
   authUrl: string;
   monitor: MonitorSettings;
   knownStatus: string;
+  /** The reason stored with knownStatus. */
+  knownReason: string;
+  /** The VIM's CA certificates (PEM) for the probe to verify its TLS with; '' for none. */
+  sslCaCert: string;
+  /** PROBE_KIND_AUTH only: what the probe authenticates with, secrets in clear (for this call only, never logged). */
+  auth?: VimAuth;
+  /**
+   * A take-over (from a stale, lost or draining executor's action): the new action's first
+   * report goes after its first round, not one report_interval later, so the VIM's reports
+   * have no gap beyond the old action's last heartbeat. Sent as no known status.
+   */
+  reportAtOnce?: boolean;
 }
 
 export interface ExecutorPool {
@@ -27,6 +41,16 @@ export interface ExecutorPool {
   stop(executor: string, actionId: string, timeoutMs: number): Promise<void>;
   /** Executors that answered their last health check. */
   live(): string[];
+  /** Executors that may take an action: live, or not yet polled. */
+  usable(): string[];
+  /**
+   * Executors that answered their last health check NOT_SERVING: shutting down or
+   * draining (an executor has no dependency that could make it say so otherwise).
+   * Their VIMs are handed elsewhere at once; an unreachable one waits for the stale limit.
+   */
+  draining(): string[];
+  /** Calls listener when an executor's health changes; returns the unsubscribe. */
+  onChange(listener: () => void): () => void;
   /** Action ids running on the executor now. */
   runningActions(executor: string, timeoutMs: number): Promise<Set<string>>;
   /** Health-polls every executor until signal aborts. */
@@ -39,24 +63,30 @@ export interface ExecutorPoolOptions {
   logger: Logger;
   healthIntervalMs?: number;
   tls?: Tls;
+  /** Bearer token for the calls (when the certificate does not say who we are). */
+  serviceToken?: string;
 }
 
 const executorService = ExecutorServiceDefinition.fullName;
+/** The largest page ListActions gives. */
+const listActionsPageSize = 5_000;
 
 export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
   const { logger } = options;
-  const members = new Map<string, { channel: Channel; client: ExecutorServiceClient; health: HealthClient; live: boolean | undefined }>();
+  // live: undefined until polled; notServing: it answered, and said NOT_SERVING.
+  const members = new Map<
+    string,
+    { channel: Channel; client: ExecutorServiceClient; health: HealthClient; live: boolean | undefined; notServing: boolean }
+  >();
+  const listeners = new Set<() => void>();
   for (const address of options.executors) {
-    const channel = createChannel(address, channelCredentials(options.tls), {
-      'grpc.max_reconnect_backoff_ms': 5_000,
-      // ListActions of a busy executor (about 250 bytes an action) exceeds the 4 MiB default.
-      'grpc.max_receive_message_length': 256 * 1024 * 1024,
-    });
+    const channel = createChannel(address, channelCredentials(options.tls), { 'grpc.max_reconnect_backoff_ms': 5_000 });
     members.set(address, {
       channel,
-      client: createClient(ExecutorServiceDefinition, channel),
+      client: createClient(ExecutorServiceDefinition, channel, { '*': { metadata: bearerMetadata(options.serviceToken) } }),
       health: createClient(HealthDefinition, channel),
       live: undefined,
+      notServing: false,
     });
   }
   const member = (address: string) => {
@@ -68,14 +98,21 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
   async function probe(address: string, signal: AbortSignal) {
     const m = member(address);
     let live = false;
+    let notServing = false;
     try {
       const r = await m.health.check({ service: executorService }, { signal: AbortSignal.any([signal, AbortSignal.timeout(1_000)]) });
       live = r.status === HealthCheckResponse_ServingStatus.SERVING;
+      notServing = r.status === HealthCheckResponse_ServingStatus.NOT_SERVING;
     } catch {
       live = false;
     }
-    if (m.live !== live && !signal.aborted) logger.info(live ? 'executor is live' : 'executor is not live', { executor: address });
-    if (!signal.aborted) m.live = live;
+    if (signal.aborted) return;
+    const changed = m.live !== live || m.notServing !== notServing;
+    if (m.live !== live || (notServing && !m.notServing))
+      logger.info(live ? 'executor is live' : notServing ? 'executor is draining' : 'executor is not live', { executor: address });
+    m.live = live;
+    m.notServing = notServing;
+    if (changed) for (const l of listeners) l();
   }
 
   return {
@@ -96,7 +133,10 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
           vimId: spec.vimId,
           authUrl: spec.authUrl,
           monitor: toMonitorPolicy(spec.monitor),
-          knownStatus: statusToProto(spec.knownStatus),
+          knownStatus: spec.reportAtOnce ? VimStatus.VIM_STATUS_UNSPECIFIED : statusToProto(spec.knownStatus),
+          knownStatusReason: spec.reportAtOnce ? VimStatusReason.VIM_STATUS_REASON_UNSPECIFIED : reasonToProto(spec.knownReason),
+          sslCaCert: spec.sslCaCert,
+          auth: spec.auth,
         },
         { signal: AbortSignal.timeout(timeoutMs) },
       );
@@ -107,15 +147,30 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
       await m.client.stopAction({ actionId }, { signal: AbortSignal.timeout(timeoutMs) });
     },
     live: () => [...members.entries()].filter(([, m]) => m.live === true).map(([a]) => a),
+    usable: () => [...members.entries()].filter(([, m]) => m.live !== false).map(([a]) => a),
+    draining: () => [...members.entries()].filter(([, m]) => m.notServing).map(([a]) => a),
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     async runningActions(executor, timeoutMs) {
-      const r = await member(executor).client.listActions({}, { signal: AbortSignal.timeout(timeoutMs) });
-      return new Set(r.actions.map((a) => a.actionId));
+      // Page by page (each fits gRPC's default 4 MiB), all within one deadline.
+      const { client } = member(executor);
+      const signal = AbortSignal.timeout(timeoutMs);
+      const running = new Set<string>();
+      let pageToken = '';
+      do {
+        const r = await client.listActions({ pageSize: listActionsPageSize, pageToken }, { signal });
+        for (const a of r.actions) running.add(a.actionId);
+        pageToken = r.nextPageToken;
+      } while (pageToken);
+      return running;
     },
     async run(signal) {
       const intervalMs = options.healthIntervalMs ?? 1_000;
       while (!signal.aborted) {
         await Promise.all([...members.keys()].map((a) => probe(a, signal)));
-        await delay(intervalMs, signal);
+        await delay(signal, intervalMs).catch(() => {}); // rejects only when signal aborts: the loop ends
       }
     },
     close() {

@@ -4,9 +4,8 @@
 // so a retry on another executor always takes a NEW action id first; a stray
 // action under the old id then gets BAD_ACTION at its first report.
 import { randomUUID } from 'node:crypto';
-import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Logger } from '../common/logger.js';
-import type { Orm } from '../db/connection.js';
+import { sql, typedSql, type Orm } from '../db/connection.js';
 import type { ActionSpec, ExecutorPool } from './executors.js';
 
 export interface HandoffOptions {
@@ -32,26 +31,30 @@ export function createHandoff(options: HandoffOptions): Handoff {
   const stopTimeoutMs = options.stopTimeoutMs ?? 1_000;
   const maxAttempts = options.maxAttempts ?? 2;
 
-  const em = (): EntityManager => orm.em.fork() as EntityManager;
+  const db = () => typedSql(orm.em.fork());
 
   async function markStarted(vimId: string, actionId: string, executor: string): Promise<boolean> {
-    const r = await em().execute<{ affectedRows: number }>(
-      `update vim set action_started = true, executor = ? where id = ? and action_id = ? and deleted_at is null`,
-      [executor, vimId, actionId],
-      'run',
-    );
-    return r.affectedRows === 1;
+    const r = await db()
+      .updateTable('vim')
+      // Acknowledged: the reconciler's backoff for this VIM starts over.
+      .set({ action_started: true, executor, start_attempts: 0, next_attempt_at: null })
+      .where('id', '=', vimId)
+      .where('action_id', '=', actionId)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return r.numUpdatedRows === 1n;
   }
 
   async function reassign(vimId: string, fromActionId: string, executor: string): Promise<string | undefined> {
     const next = randomUUID();
-    const r = await em().execute<{ affectedRows: number }>(
-      `update vim set action_id = ?, action_assigned_at = now(), action_started = false, executor = ?
-         where id = ? and action_id = ? and deleted_at is null`,
-      [next, executor, vimId, fromActionId],
-      'run',
-    );
-    return r.affectedRows === 1 ? next : undefined;
+    const r = await db()
+      .updateTable('vim')
+      .set({ action_id: next, action_assigned_at: sql<Date>`now()`, action_started: false, executor })
+      .where('id', '=', vimId)
+      .where('action_id', '=', fromActionId)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return r.numUpdatedRows === 1n ? next : undefined;
   }
 
   const stop: Handoff['stop'] = async (executor, actionId) => {

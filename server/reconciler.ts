@@ -3,20 +3,23 @@
 // so any number of Tacker servers reconcile at once without handing a VIM twice;
 // a crash at any line leaves a row that the next pass (here or elsewhere) claims.
 import { randomUUID } from 'node:crypto';
-import type { EntityManager } from '@mikro-orm/postgresql';
-import { backoffDelayMs, delay } from '../common/delay.js';
+import { delay, isAbortError } from 'abort-controller-x';
+import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
-import type { Orm } from '../db/connection.js';
+import type { ReplacementReason, ServerMetrics } from '../common/metrics.js';
+import { sql, typedSql, type Orm } from '../db/connection.js';
 import { VimSchema, type Vim } from '../db/entities.js';
 import type { ExecutorPool } from './executors.js';
 import type { Handoff } from './handoff.js';
-import { monitorOf } from './vim-view.js';
+import { actionSpecOf } from './vim-view.js';
 
 export interface ReconcilerOptions {
   orm: Orm;
   pool: ExecutorPool;
   handoff: Handoff;
   logger: Logger;
+  /** Opens the sealed credentials: an action is given the VIM's CA certificate. */
+  key: Buffer;
   intervalMs: number;
   /** An action not acknowledged by an executor this long after assignment is replaced. */
   startGraceMs?: number;
@@ -24,6 +27,13 @@ export interface ReconcilerOptions {
   concurrency?: number;
   /** How often live executors are asked which actions they run (restarted executors lose theirs). */
   lostActionCheckMs?: number;
+  /** Counts replacements by reason. */
+  metrics?: ServerMetrics;
+  /**
+   * When a VIM's start failed on every executor tried, it is claimed again no sooner than
+   * this backoff (attempt n: up to baseDelayMs·2ⁿ, capped, jittered). Default 2 s to 5 min.
+   */
+  startBackoff?: BackoffOptions;
 }
 
 export interface Reconciler {
@@ -32,17 +42,15 @@ export interface Reconciler {
   run(signal: AbortSignal): Promise<void>;
 }
 
-interface ClaimedRow {
-  id: string;
-  action_id: string;
-  executor: string | null;
-}
+/** now() less ms, as a timestamptz; the builder has no interval arithmetic. */
+const msAgo = (ms: number) => sql<Date>`now() - ${ms} * interval '1 millisecond'`;
 
 export function createReconciler(options: ReconcilerOptions): Reconciler {
   const { orm, pool, handoff, logger } = options;
   const startGraceMs = options.startGraceMs ?? 5_000;
   const batchSize = options.batchSize ?? 200;
   const concurrency = options.concurrency ?? 32;
+  const startBackoff = options.startBackoff ?? { baseDelayMs: 2_000, maxDelayMs: 5 * 60_000 };
 
   const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
   let lastLostCheck = 0;
@@ -52,15 +60,19 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     const lost: Array<[string, string]> = [];
     for (const executor of pool.live()) {
       // Rows first, then the executor's list: an action started after this read is not judged.
-      const expected = await (orm.em.fork() as EntityManager).execute<Array<{ id: string; action_id: string }>>(
-        `select id, action_id from vim
-          where deleted_at is null and executor = ? and action_started
-            and action_assigned_at < now() - ? * interval '1 millisecond'`,
-        [executor, startGraceMs],
-      );
+      const expected = await typedSql(orm.em.fork())
+        .selectFrom('vim')
+        .select(['id', 'action_id'])
+        .where('deleted_at', 'is', null)
+        .where('executor', '=', executor)
+        .where((eb) => eb.ref('action_started'))
+        .where('action_assigned_at', '<', msAgo(startGraceMs))
+        .execute();
       if (expected.length === 0) continue;
       let running: Set<string>;
       try {
+        // Listed in pages by action id: an action that runs throughout the listing is in
+        // it; one started meanwhile may not be, and is not judged (assigned after the read).
         running = await pool.runningActions(executor, 5_000);
       } catch {
         continue; // unreachable now: the stale limit covers it
@@ -71,62 +83,136 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     return lost;
   }
 
-  async function claim(lost: Array<[string, string]>): Promise<Array<{ row: Vim; oldActionId: string; oldExecutor: string | null }>> {
-    const em = orm.em.fork() as EntityManager;
-    // Postgres array literals: one parameter each, whatever the number of lost actions.
-    const lostVims = `{${lost.map(([id]) => id).join(',')}}`;
-    const lostActions = `{${lost.map(([, a]) => a).join(',')}}`;
-    return em.transactional(async (tem) => {
-      const rows = await tem.execute<ClaimedRow[]>(
-        `select id, action_id, executor from vim
-          where deleted_at is null
-            and ((not action_started and action_assigned_at < now() - ? * interval '1 millisecond')
-              or greatest(coalesce(last_report_at, action_assigned_at), action_assigned_at)
-                   < now() - stale_after_ms * interval '1 millisecond'
-              or (id, action_id) in (select unnest(?::uuid[]), unnest(?::uuid[])))
-          order by action_assigned_at
-          limit ?
-          for update skip locked`,
-        [startGraceMs, lostVims, lostActions, batchSize],
-      );
-      const out: Array<{ row: Vim; oldActionId: string; oldExecutor: string | null }> = [];
+  interface Claimed {
+    row: Vim;
+    oldActionId: string;
+    oldExecutor: string | null;
+    reason: ReplacementReason;
+  }
+
+  async function claim(lost: Array<[string, string]>, draining: string[], limit: number): Promise<Claimed[]> {
+    // Arrays: one parameter each, whatever the number of lost actions.
+    const lostVims = lost.map(([id]) => id);
+    const lostActions = lost.map(([, a]) => a);
+    const drainingSet = new Set(draining);
+    return orm.em.fork().transactional(async (tem) => {
+      const db = typedSql(tem);
+      const rows = await db
+        .selectFrom('vim')
+        .select(['id', 'action_id', 'executor', 'action_started'])
+        .where('deleted_at', 'is', null)
+        // Backing off after failed starts: not yet.
+        .where((eb) => eb.or([eb('next_attempt_at', 'is', null), eb('next_attempt_at', '<=', sql<Date>`now()`)]))
+        .where((eb) =>
+          eb.or([
+            eb.and([eb.not(eb.ref('action_started')), eb('action_assigned_at', '<', msAgo(startGraceMs))]),
+            eb(
+              eb.fn('greatest', [eb.fn.coalesce('last_report_at', 'action_assigned_at'), eb.ref('action_assigned_at')]),
+              '<',
+              // Interval arithmetic on a column: raw, with the column still checked.
+              sql<Date>`now() - ${eb.ref('stale_after_ms')} * interval '1 millisecond'`,
+            ),
+            eb(
+              eb.refTuple('id', 'action_id'),
+              'in',
+              // unnest of the array parameters: raw, with no column in it to check.
+              db
+                .selectNoFrom([
+                  sql<string>`unnest(${lostVims}::uuid[])`.as('id'),
+                  sql<string>`unnest(${lostActions}::uuid[])`.as('action_id'),
+                ])
+                .$asTuple('id', 'action_id'),
+            ),
+            // A draining executor's VIMs move at once, not after their stale limit.
+            ...(draining.length > 0 ? [eb('executor', 'in', draining)] : []),
+          ]),
+        )
+        .orderBy('action_assigned_at')
+        .limit(limit)
+        .forUpdate()
+        .skipLocked()
+        .execute();
+      const lostPairs = new Set(lost.map(([id, action]) => `${id}/${action}`));
+      const out: Claimed[] = [];
       for (const r of rows) {
+        // Which condition above claimed it, the lost list first (its action had started):
+        // a row matching more than one is counted once.
+        const reason: ReplacementReason = lostPairs.has(`${r.id}/${r.action_id}`)
+          ? 'lost'
+          : r.executor !== null && drainingSet.has(r.executor)
+            ? 'drained'
+            : r.action_started
+              ? 'stale'
+              : 'unconfirmed';
         const actionId = randomUUID();
         const executor = pool.candidates(r.id)[0]!;
-        const [updated] = await tem.execute<Array<Record<string, unknown>>>(
-          `update vim set action_id = ?, action_assigned_at = now(), action_started = false, executor = ?
-            where id = ? returning *`,
-          [actionId, executor, r.id],
-        );
-        out.push({ row: tem.map(VimSchema, updated! as never) as Vim, oldActionId: r.action_id, oldExecutor: r.executor });
+        const updated = await db
+          .updateTable('vim')
+          .set({ action_id: actionId, action_assigned_at: sql<Date>`now()`, action_started: false, executor })
+          .where('id', '=', r.id)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        out.push({ row: tem.map(VimSchema, updated), oldActionId: r.action_id, oldExecutor: r.executor, reason });
       }
       return out;
     });
   }
 
+  /** Records a failed start: the next claim of this VIM waits, longer with each failure in a row. */
+  async function backOff(row: Vim, actionId: string): Promise<void> {
+    const attempts = row.startAttempts + 1;
+    const waitMs = backoffDelayMs(attempts - 1, startBackoff);
+    try {
+      await typedSql(orm.em.fork())
+        .updateTable('vim')
+        .set({ start_attempts: attempts, next_attempt_at: sql<Date>`now() + ${waitMs} * interval '1 millisecond'` })
+        .where('id', '=', row.id)
+        .where('action_id', '=', actionId) // not if it moved on meanwhile
+        .execute();
+      logger.info('start failed on every executor tried; backing off', { vimId: row.id, attempts, waitMs });
+    } catch (err) {
+      logger.warn('could not record the backoff; the VIM is retried at the next pass', { vimId: row.id, err: String(err) });
+    }
+  }
+
   async function pass(): Promise<number> {
     let total = 0;
+    // With no executor that may take an action, a claim would only write rows and make
+    // calls that fail: wait (the pool's change wakes the loop when one comes back).
+    if (pool.usable().length === 0) return 0;
+    // Only toward a known-live executor: a drained VIM must not land on another draining one.
+    const draining = pool.live().length > 0 ? pool.draining() : [];
     const checkLost = Date.now() - lastLostCheck >= lostActionCheckMs;
     if (checkLost) lastLostCheck = Date.now();
     // Rows already reassigned no longer match their old action id, so later batches skip them.
     const lost = checkLost ? await findLostActions() : [];
     while (true) {
-      const claimed = await claim(lost);
+      // A claimed row's reports are fenced until its new action starts: while an executor
+      // drains (its actions still report), claim no more than are started at once.
+      const limit = draining.length > 0 ? Math.min(batchSize, concurrency) : batchSize;
+      const claimed = await claim(lost, draining, limit);
       total += claimed.length;
+      for (const c of claimed) options.metrics?.reconcilerReplacements.inc({ reason: c.reason });
       const queue = [...claimed];
       await Promise.all(
         Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
           for (let c = queue.shift(); c; c = queue.shift()) {
-            logger.info('giving the VIM a new action', { vimId: c.row.id, from: c.oldActionId, to: c.row.actionId, executor: c.row.executor });
+            logger.info('giving the VIM a new action', {
+              vimId: c.row.id,
+              from: c.oldActionId,
+              to: c.row.actionId,
+              executor: c.row.executor,
+              reason: c.reason,
+            });
+            const launched = await handoff.launch({ ...actionSpecOf(c.row, options.key), reportAtOnce: true }, c.row.executor!);
+            // Stopped once the new one runs: a draining executor's action monitors until then
+            // (its reports are fenced from the claim on; the drain ends when its last one stops).
             void handoff.stop(c.oldExecutor, c.oldActionId);
-            await handoff.launch(
-              { actionId: c.row.actionId, vimId: c.row.id, authUrl: c.row.authUrl, monitor: monitorOf(c.row), knownStatus: c.row.status },
-              c.row.executor!,
-            );
+            if (!launched.started) await backOff(c.row, launched.actionId);
           }
         }),
       );
-      if (claimed.length < batchSize) return total;
+      if (claimed.length < limit) return total;
     }
   }
 
@@ -134,16 +220,25 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     pass,
     async run(signal) {
       let failures = 0;
+      // An executor's health change (one draining, one back) ends the wait: its VIMs move now.
+      let wake = new AbortController();
+      const unsubscribe = pool.onChange(() => wake.abort());
+      signal.addEventListener('abort', unsubscribe, { once: true });
       while (!signal.aborted) {
+        wake = new AbortController();
         try {
           await pass();
           failures = 0;
-          await delay(options.intervalMs, signal);
         } catch (err) {
           failures++;
           logger.warn('reconcile pass failed', { err: String(err), failures });
-          await delay(backoffDelayMs(failures, { baseDelayMs: options.intervalMs, maxDelayMs: 30_000 }), signal);
         }
+        const wait =
+          failures === 0 ? options.intervalMs : backoffDelayMs(failures, { baseDelayMs: options.intervalMs, maxDelayMs: 30_000 });
+        // An abort ends the wait, and the loop: run() resolves, it does not throw.
+        await delay(AbortSignal.any([signal, wake.signal]), wait).catch((err: unknown) => {
+          if (!isAbortError(err)) throw err;
+        });
       }
     },
   };

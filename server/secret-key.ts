@@ -4,18 +4,12 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { decodeSecretKey } from '../common/secret-key.js';
 
 export interface SecretKeyOptions {
   /** 32 bytes as base64 or hex. */
   secretKey?: string;
   dataDir: string;
-}
-
-export function decodeSecretKey(text: string, source: string): Buffer {
-  const t = text.trim();
-  const key = /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, 'hex') : Buffer.from(t, 'base64');
-  if (key.length !== 32) throw new Error(`${source}: expected 32 bytes as base64 or hex (e.g. \`openssl rand -base64 32\`), got ${key.length} bytes`);
-  return key;
 }
 
 export function loadSecretKey(options: SecretKeyOptions): { key: Buffer; source: string } {
@@ -25,7 +19,7 @@ export function loadSecretKey(options: SecretKeyOptions): { key: Buffer; source:
     mkdirSync(path.dirname(file), { recursive: true });
     // wx: two servers starting at once on one data folder must not overwrite each other's key.
     try {
-      writeFileSync(file, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+      writeFileSync(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }

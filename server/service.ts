@@ -4,31 +4,26 @@ import { randomUUID } from 'node:crypto';
 import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { CallContext } from 'nice-grpc';
-import { parseAuthUrl } from '../common/auth-url.js';
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, constraintOf, isUniqueViolation } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { resolveMonitorPolicy } from '../common/monitor-policy.js';
-import { statusToProto } from '../common/vim-status.js';
-import type { Orm } from '../db/connection.js';
-import { VimSchema, vimStatusChannel, type Vim as VimRow } from '../db/entities.js';
-import type { VimServiceImplementation, WatchVimsResponse } from '../gen/vimmon/tacker/v1/vim_service.js';
-import { sameCredentials, seal, unseal, validateCredentials } from './credentials.js';
+import { AlreadyExistsError, InvalidArgumentError, constraintOf, isUniqueViolation } from '../common/errors.js';
+import type { AddressDenyList } from '../common/address-deny.js';
+import { callLogger, type Logger } from '../common/logger.js';
+import type { ServerMetrics } from '../common/metrics.js';
+import { sql } from 'kysely';
+import { typedSql, type Orm } from '../db/connection.js';
+import { VimAuditSchema, VimEventSchema, VimSchema, vimStatusChannel, type StoredStatus, type Vim as VimRow } from '../db/entities.js';
+import type { VimStatusNotification } from '../db/notifications.js';
+import { Vim, VimAuditRecord, VimEvent, type VimServiceImplementation } from '../gen/vimmon/tacker/v1/vim_service.js';
+import { withinReplyBytes } from '../common/reply-size.js';
+import { callerOf, readableProjects } from '../common/auth/principal.js';
+import { recordAudit, toAuditRecord } from './audit.js';
+import { checkCredentialsFitType, sameCredentials, seal, unseal } from './credentials.js';
+import { ownerOfNewVim, requireAccess } from './ownership.js';
 import type { ExecutorPool } from './executors.js';
 import type { Handoff } from './handoff.js';
-import {
-  decodePageToken,
-  encodePageToken,
-  newVim,
-  pageSize,
-  statusFilter,
-  text,
-  updateMask,
-  vimId,
-  vimName,
-  vimType,
-} from './vim-input.js';
-import { monitorOf, toProtoVim } from './vim-view.js';
-import type { VimChange, WatchHub } from './watch-hub.js';
+import { checkProbeCredentials, decodePageToken, encodePageToken, newVim, pageSize, statusFilter, vimId, vimUpdate } from './vim-input.js';
+import { actionSpecOf, monitorOf, toProtoVim, toVimEvent } from './vim-view.js';
+import { createVimWatch } from './vim-watch.js';
+import type { WatchHub } from './watch-hub.js';
 
 export interface VimServiceOptions {
   orm: Orm;
@@ -39,6 +34,10 @@ export interface VimServiceOptions {
   logger: Logger;
   /** Per WatchVims stream; a watcher further behind than this is cut off with RESOURCE_EXHAUSTED. */
   watchQueueLimit?: number;
+  /** An auth_url naming an address in these ranges is refused (VIMMON_PROBE_DENY). */
+  probeDeny?: AddressDenyList;
+  /** Counts WatchVims streams cut for falling behind. */
+  metrics?: ServerMetrics;
 }
 
 function uniqueToDomain(err: unknown, name: string): never {
@@ -50,40 +49,62 @@ function uniqueToDomain(err: unknown, name: string): never {
   throw err;
 }
 
+/** A page token of ListVimAudit and ListVimEvents: the last row id of the previous page. */
+function decodeIdPageToken(token: string): number {
+  if (!token) return 0;
+  const text = Buffer.from(token, 'base64url').toString('utf8');
+  if (!/^\d{1,15}$/.test(text)) throw new InvalidArgumentError('page_token', 'malformed');
+  return Number(text);
+}
+
 export function createVimService(options: VimServiceOptions): VimServiceImplementation {
   const { orm, key, pool, handoff, hub, logger } = options;
-  const queueLimit = options.watchQueueLimit ?? 10_000;
+  const watch = createVimWatch({
+    orm,
+    hub,
+    logger,
+    queueLimit: options.watchQueueLimit,
+    onCut: options.metrics && (() => options.metrics!.watchStreamsCut.inc()),
+  });
   const fork = () => orm.em.fork() as EntityManager;
 
-  async function findLive(em: EntityManager, id: string, lock = false): Promise<VimRow> {
-    const row = await em.findOne(VimSchema, { id, deletedAt: null }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
-    if (!row) throw new NotFoundError(`VIM ${id} not found`);
-    return row;
-  }
-
-  async function recordStatus(em: EntityManager, row: VimRow, to: string, actionId: string) {
+  async function recordStatus(em: EntityManager, row: VimRow, to: StoredStatus, actionId: string) {
     if (row.status === to) return;
-    const [ev] = await em.execute<Array<{ id: string; created_at: Date }>>(
-      `insert into vim_event (vim_id, from_status, to_status, action_id, created_at) values (?, ?, ?, ?, now()) returning id, created_at`,
-      [row.id, row.status, to, actionId],
-    );
-    const payload = {
-      eventId: Number(ev!.id),
+    const ev = await typedSql(em)
+      .insertInto('vim_event')
+      .values({
+        vim_id: row.id,
+        from_status: row.status,
+        to_status: to,
+        status_reason: '',
+        action_id: actionId,
+        created_at: sql<Date>`now()`,
+      })
+      .returning(['id', 'created_at'])
+      .executeTakeFirstOrThrow();
+    const payload: VimStatusNotification = {
+      eventId: Number(ev.id),
       vimId: row.id,
       vimName: row.name,
-      from: row.status,
+      from: row.status as StoredStatus,
       to,
+      reason: '',
       actionId,
-      changedAt: new Date(ev!.created_at).toISOString(),
+      changedAt: new Date(ev.created_at).toISOString(),
+      ownerProject: row.ownerProject,
     };
+    // Raw: NOTIFY writes no table, so there is no entity to type it against; the payload is typed above.
     await em.execute(`select pg_notify(?, ?)`, [vimStatusChannel, JSON.stringify(payload)]);
     row.status = to;
+    row.statusReason = '';
     row.statusChangedAt = new Date();
   }
 
   return {
-    async registerVim(request) {
-      const input = newVim(request);
+    async registerVim(request, context) {
+      const caller = callerOf(context);
+      const input = newVim(request, { deny: options.probeDeny });
+      const ownerProject = ownerOfNewVim(caller, request.ownerProject);
       const id = randomUUID();
       const now = new Date();
       const executor = pool.candidates(id)[0]!;
@@ -118,89 +139,95 @@ export function createVimService(options: VimServiceOptions): VimServiceImplemen
             statusChangedAt: now,
             lastReportAt: null,
             deletedAt: null,
+            ownerProject,
           });
+          // The audit row refers to the VIM: the VIM goes first.
+          await tem.flush();
+          recordAudit(tem, { vimId: id, action: 'register', caller, ownerProject });
         });
       } catch (err) {
         uniqueToDomain(err, input.name);
       }
       // Committed: from here on the reconciler owns the VIM's monitoring even if this start fails.
-      const launched = await handoff.launch(
-        { actionId: row.actionId, vimId: id, authUrl: row.authUrl, monitor: input.monitor, knownStatus: 'PENDING' },
-        executor,
-      );
+      const launched = await handoff.launch(actionSpecOf(row, key), executor);
       const fresh = await fork().findOne(VimSchema, { id });
-      logger.info('VIM registered', { vimId: id, name: input.name, actionId: launched.actionId, executor: launched.executor, started: launched.started });
+      callLogger(context, logger).info('VIM registered', {
+        vimId: id,
+        name: input.name,
+        ownerProject,
+        principal: caller.name,
+        actionId: launched.actionId,
+        executor: launched.executor,
+        started: launched.started,
+      });
       return { vim: toProtoVim(fresh ?? row, key) };
     },
 
-    async getVim(request) {
+    async getVim(request, context) {
       const id = vimId(request.id);
-      return { vim: toProtoVim(await findLive(fork(), id), key) };
+      const row = requireAccess(callerOf(context), 'reader', id, await fork().findOne(VimSchema, { id }));
+      return { vim: toProtoVim(row, key) };
     },
 
-    async listVims(request) {
+    async listVims(request, context) {
       const size = pageSize(request.pageSize);
       const status = statusFilter(request.status);
       const cursor = decodePageToken(request.pageToken, status);
       const where: Record<string, unknown> = { deletedAt: null };
       if (status) where.status = status;
+      const projects = readableProjects(callerOf(context));
+      if (projects) where.ownerProject = { $in: [...projects] };
       if (cursor) {
         const at = new Date(cursor.createdAt);
         where.$or = [{ createdAt: { $gt: at } }, { createdAt: at, id: { $gt: cursor.id } }];
       }
       const rows = await fork().find(VimSchema, where as never, { orderBy: { createdAt: 'asc', id: 'asc' }, limit: size + 1 });
-      const page = rows.slice(0, size);
-      const last = page[page.length - 1];
+      const vims = rows.slice(0, size).map((r) => toProtoVim(r, key));
+      // Cut by size too: a thousand VIMs with long fields would not fit one message.
+      const kept = withinReplyBytes(vims, (v) => Vim.encode(v).finish().length);
+      const last = rows[kept - 1];
       return {
-        vims: page.map((r) => toProtoVim(r, key)),
-        nextPageToken: rows.length > size && last ? encodePageToken({ createdAt: last.createdAt.toISOString(), id: last.id, status: status ?? '' }) : '',
+        vims: vims.slice(0, kept),
+        nextPageToken:
+          rows.length > kept && last ? encodePageToken({ createdAt: last.createdAt.toISOString(), id: last.id, status: status ?? '' }) : '',
       };
     },
 
-    async updateVim(request) {
-      if (!request.vim) throw new InvalidArgumentError('vim', 'required');
-      const id = vimId(request.vim.id, 'vim.id');
-      const paths = updateMask(request.updateMask);
-      const v = request.vim;
+    async updateVim(request, context) {
+      const caller = callerOf(context);
+      const update = vimUpdate(request, { deny: options.probeDeny });
+      const { paths, name, authUrl, credentials } = update;
       const em = fork();
       let restart: { oldActionId: string; oldExecutor: string | null } | undefined;
       let row!: VimRow;
-      // Validate everything before touching the row: nothing half-written.
-      const name = paths.has('name') ? vimName(v.name, 'vim.name') : undefined;
-      const description = paths.has('description') ? text(v.description, 'vim.description', 1024) : undefined;
-      const type = paths.has('type') ? vimType(v.type, 'vim.type') : undefined;
-      const authUrl = paths.has('auth_url') ? parseAuthUrl(v.authUrl, 'vim.auth_url').href : undefined;
-      const project = paths.has('project') ? text(v.project, 'vim.project', 255) : undefined;
-      const credentials = paths.has('credentials') ? validateCredentials(v.credentials, 'vim.credentials') : undefined;
       try {
         await em.transactional(async (tem) => {
-          row = await findLive(tem, id, true);
-          let monitor = monitorOf(row);
-          if (paths.has('monitor')) monitor = resolveMonitorPolicy(v.monitor, 'vim.monitor');
-          else if ([...paths].some((p) => p.startsWith('monitor.'))) {
-            const m = v.monitor;
-            const partial = {
-              probe: paths.has('monitor.probe') ? (m?.probe ?? 0) : 0,
-              interval: paths.has('monitor.interval') ? m?.interval : undefined,
-              timeout: paths.has('monitor.timeout') ? m?.timeout : undefined,
-              count: paths.has('monitor.count') ? (m?.count ?? 0) : 0,
-              unreachableAfter: paths.has('monitor.unreachable_after') ? (m?.unreachableAfter ?? 0) : 0,
-              reportInterval: paths.has('monitor.report_interval') ? m?.reportInterval : undefined,
-              staleAfter: paths.has('monitor.stale_after') ? m?.staleAfter : undefined,
-            };
-            monitor = resolveMonitorPolicy(partial, 'vim.monitor', monitor);
-          }
+          row = requireAccess(
+            caller,
+            'member',
+            update.id,
+            await tem.findOne(VimSchema, { id: update.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }),
+          );
+          const monitor = update.monitor(monitorOf(row));
           const monitorChanged = JSON.stringify(monitor) !== JSON.stringify(monitorOf(row));
-          const credentialsChanged = credentials !== undefined && !sameCredentials(credentials, unseal(row.credentialsSealed, key, row.id));
+          const storedCredentials = unseal(row.credentialsSealed, key, row.id);
+          const nextCredentials = credentials ? credentials(storedCredentials) : storedCredentials;
+          const credentialsChanged = !sameCredentials(nextCredentials, storedCredentials);
           const authUrlChanged = authUrl !== undefined && authUrl !== row.authUrl;
           if (name !== undefined) row.name = name;
-          if (description !== undefined) row.description = description;
-          if (type !== undefined) row.type = type;
-          if (project !== undefined) row.project = project;
-          if (paths.has('is_default')) row.isDefault = v.isDefault;
-          if (credentials !== undefined) {
-            row.credentialsKind = credentials.kind;
-            row.credentialsSealed = seal(credentials, key, row.id);
+          if (update.description !== undefined) row.description = update.description;
+          if (update.type !== undefined) row.type = update.type;
+          if (update.project !== undefined) row.project = update.project;
+          if (update.isDefault !== undefined) row.isDefault = update.isDefault;
+          checkCredentialsFitType(
+            nextCredentials,
+            row.type as 'openstack' | 'kubernetes',
+            credentials ? 'vim.credentials.oidc' : 'vim.type',
+          );
+          checkProbeCredentials(monitor, nextCredentials, monitorChanged ? 'vim.monitor.probe' : 'vim.credentials');
+          if (credentialsChanged) {
+            row.credentialsKind = nextCredentials.kind;
+            row.credentialsSealed = seal(nextCredentials, key, row.id);
           }
           row.probe = monitor.probe;
           row.intervalMs = monitor.intervalMs;
@@ -223,91 +250,84 @@ export function createVimService(options: VimServiceOptions): VimServiceImplemen
             }
           }
           row.updatedAt = new Date();
+          recordAudit(tem, { vimId: row.id, action: 'update', caller, ownerProject: row.ownerProject, changedFields: [...paths] });
         });
       } catch (err) {
         uniqueToDomain(err, name ?? '');
       }
       if (restart) {
         // New first, then the old one: the VIM is never left without an action we asked for.
-        await handoff.launch(
-          { actionId: row.actionId, vimId: row.id, authUrl: row.authUrl, monitor: monitorOf(row), knownStatus: row.status },
-          row.executor!,
-        );
+        await handoff.launch(actionSpecOf(row, key), row.executor!);
         await handoff.stop(restart.oldExecutor, restart.oldActionId);
-        logger.info('VIM updated; monitor action replaced', { vimId: row.id, from: restart.oldActionId, to: row.actionId });
+        callLogger(context, logger).info('VIM updated; monitor action replaced', {
+          vimId: row.id,
+          from: restart.oldActionId,
+          to: row.actionId,
+        });
       }
+      callLogger(context, logger).info('VIM updated', { vimId: row.id, principal: caller.name, fields: [...paths] });
       const fresh = await fork().findOne(VimSchema, { id: row.id });
       return { vim: toProtoVim(fresh ?? row, key) };
     },
 
-    async deregisterVim(request) {
+    async deregisterVim(request, context) {
+      const caller = callerOf(context);
       const id = vimId(request.id);
-      const rows = await fork().execute<Array<{ action_id: string; executor: string | null }>>(
-        `update vim set deleted_at = now(), updated_at = now(), is_default = false
-          where id = ? and deleted_at is null returning action_id, executor`,
-        [id],
-      );
-      const gone = rows[0];
-      if (!gone) throw new NotFoundError(`VIM ${id} not found`);
-      await handoff.stop(gone.executor, gone.action_id);
-      logger.info('VIM deregistered', { vimId: id, actionId: gone.action_id });
+      const gone = await fork().transactional(async (tem) => {
+        const row = requireAccess(caller, 'member', id, await tem.findOne(VimSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE }));
+        const was = { actionId: row.actionId, executor: row.executor ?? null };
+        row.deletedAt = new Date();
+        row.updatedAt = row.deletedAt;
+        row.isDefault = false;
+        // Nothing of the VIM's secrets outlives it.
+        row.credentialsKind = 'none';
+        row.credentialsSealed = null;
+        recordAudit(tem, { vimId: id, action: 'deregister', caller, ownerProject: row.ownerProject });
+        return was;
+      });
+      await handoff.stop(gone.executor, gone.actionId);
+      callLogger(context, logger).info('VIM deregistered', { vimId: id, actionId: gone.actionId, principal: caller.name });
       return {};
     },
 
+    async listVimAudit(request, context) {
+      const id = vimId(request.vimId, 'vim_id');
+      const size = pageSize(request.pageSize);
+      const after = decodeIdPageToken(request.pageToken);
+      const em = fork();
+      // Deregistered VIMs keep their trail, readable by those who could read the VIM.
+      requireAccess(callerOf(context), 'reader', id, await em.findOne(VimSchema, { id }), true);
+      const rows = await em.find(VimAuditSchema, { vimId: id, id: { $gt: after } }, { orderBy: { id: 'asc' }, limit: size + 1 });
+      const records = rows.slice(0, size).map(toAuditRecord);
+      const kept = withinReplyBytes(records, (r) => VimAuditRecord.encode(r).finish().length);
+      return {
+        records: records.slice(0, kept),
+        nextPageToken: rows.length > kept ? Buffer.from(String(records[kept - 1]!.id)).toString('base64url') : '',
+      };
+    },
+
+    async listVimEvents(request, context) {
+      const id = vimId(request.vimId, 'vim_id');
+      const size = pageSize(request.pageSize);
+      const after = decodeIdPageToken(request.pageToken);
+      const em = fork();
+      // Like the audit trail: a deregistered VIM's history stays readable by those who could read the VIM.
+      const vim = requireAccess(callerOf(context), 'reader', id, await em.findOne(VimSchema, { id }), true);
+      const rows = await em.find(VimEventSchema, { vimId: id, id: { $gt: after } }, { orderBy: { id: 'asc' }, limit: size + 1 });
+      const events = rows.slice(0, size).map((r) => toVimEvent(r, vim.name));
+      const kept = withinReplyBytes(events, (e) => VimEvent.encode(e).finish().length);
+      return {
+        events: events.slice(0, kept),
+        nextPageToken: rows.length > kept ? Buffer.from(String(events[kept - 1]!.eventId)).toString('base64url') : '',
+      };
+    },
+
     async *watchVims(request, context: CallContext) {
-      const filter = new Set(request.vimIds.map((v, i) => vimId(v, `vim_ids[${i}]`)));
-      const queue: WatchVimsResponse[] = [];
-      let wake: (() => void) | undefined;
-      let overflow = false;
-      const unsubscribe = hub.subscribe((c: VimChange) => {
-        if (filter.size > 0 && !filter.has(c.vimId)) return;
-        if (queue.length >= queueLimit) {
-          overflow = true;
-        } else {
-          queue.push({
-            vimId: c.vimId,
-            vimName: c.vimName,
-            previousStatus: statusToProto(c.from),
-            status: statusToProto(c.to),
-            actionId: c.actionId,
-            changedAt: new Date(c.changedAt),
-            eventId: c.eventId,
-          });
-        }
-        wake?.();
-      });
-      const onAbort = () => wake?.();
-      context.signal.addEventListener('abort', onAbort);
-      try {
-        await hub.ready();
-        if (request.sendInitial) {
-          const where: Record<string, unknown> = { deletedAt: null };
-          if (filter.size > 0) where.id = { $in: [...filter] };
-          const rows = await fork().find(VimSchema, where as never, { orderBy: { createdAt: 'asc', id: 'asc' } });
-          for (const r of rows) {
-            yield {
-              vimId: r.id,
-              vimName: r.name,
-              previousStatus: statusToProto(r.status),
-              status: statusToProto(r.status),
-              actionId: r.actionId,
-              changedAt: r.statusChangedAt,
-              eventId: 0,
-            };
-          }
-        }
-        while (!context.signal.aborted) {
-          while (queue.length > 0) yield queue.shift()!;
-          if (overflow) {
-            throw new ResourceExhaustedError(`watcher fell more than ${queueLimit} changes behind; reconnect with send_initial`);
-          }
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
-        }
-      } finally {
-        unsubscribe();
-        context.signal.removeEventListener('abort', onAbort);
-      }
+      if (request.vimIds.length > 1_000) throw new InvalidArgumentError('vim_ids', 'at most 1000');
+      const vimIds = request.vimIds.map((v, i) => vimId(v, `vim_ids[${i}]`));
+      // Filtered to the projects the caller reads, live and replayed changes alike.
+      const projects = readableProjects(callerOf(context));
+      yield* watch.watch({ ...request, vimIds }, context.signal, projects ? (owner) => projects.has(owner) : () => true);
     },
   };
 }

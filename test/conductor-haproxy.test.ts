@@ -12,12 +12,20 @@ import pg from 'pg';
 import { ClientError, createChannel, createClient, Status } from 'nice-grpc';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1/conductor.js';
-import { backoffDelayMs, delay } from '../common/delay.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelayMs } from '../common/delay.js';
 import { createGrpcServer, serviceEntry } from '../common/grpc-server.js';
 import { ServingStatus } from '../common/health.js';
 import { createLogger } from '../common/logger.js';
 import { createTestDatabase } from './support/database.js';
-import { deployHaproxyConfig, findHaproxy, grpcHealthCheckFrames, haproxyMissingMessage, startConductorProxy, type RunningHaproxy } from './support/haproxy.js';
+import {
+  deployHaproxyConfig,
+  findHaproxy,
+  grpcHealthCheckFrames,
+  haproxyMissingMessage,
+  startConductorProxy,
+  type RunningHaproxy,
+} from './support/haproxy.js';
 
 const haproxy = findHaproxy();
 // Where haproxy is absent and this is not CI, say so and skip; in CI the test runs and fails with the reason.
@@ -179,7 +187,7 @@ proxyTest('a conductor killed mid-run behind haproxy loses no report; the other 
         if ((!cut && (code === undefined || !retryable.has(code))) || attempt >= 50) throw err;
         if (cut) cutStreams++;
         retries++;
-        await delay(backoffDelayMs(attempt, { baseDelayMs: 20, maxDelayMs: 500 }));
+        await sleep(backoffDelayMs(attempt, { baseDelayMs: 20, maxDelayMs: 500 }));
       }
     }
   };
@@ -189,7 +197,8 @@ proxyTest('a conductor killed mid-run behind haproxy loses no report; the other 
       for (let i = 0; i < reportsPerVim; i++) {
         const status = i % 2 === 0 ? VimStatus.VIM_STATUS_REACHABLE : VimStatus.VIM_STATUS_UNREACHABLE;
         const reply = await report(vim.id, vim.actionId, status);
-        if (reply.status !== status) throw new Error(`report ${i} of ${vim.id}: sent ${VimStatus[status]}, stored ${VimStatus[reply.status]}`);
+        if (reply.status !== status)
+          throw new Error(`report ${i} of ${vim.id}: sent ${VimStatus[status]}, stored ${VimStatus[reply.status]}`);
         lastSent.set(vim.id, status);
         acknowledged++;
         if (acknowledged === killAfter) killing = kill();
@@ -218,7 +227,10 @@ proxyTest('a conductor killed mid-run behind haproxy loses no report; the other 
     t.truthy(row.last_report_at);
     const chain = row.statuses;
     t.is(chain[0], 'PENDING>REACHABLE');
-    t.true(chain.slice(1).every((step, i) => step.split('>')[0] === chain[i].split('>')[1]), 'every event continues from the previous one');
+    t.true(
+      chain.slice(1).every((step, i) => step.split('>')[0] === chain[i].split('>')[1]),
+      'every event continues from the previous one',
+    );
   }
 
   // The survivor served the rest: everything acknowledged after the kill, but
@@ -226,7 +238,10 @@ proxyTest('a conductor killed mid-run behind haproxy loses no report; the other 
   // may have stored before it died.
   const survivorStored = await survivor.stored();
   const afterKill = total - killedAtAck!;
-  t.true(survivorStored - storedAtKill!.survivor >= afterKill - vimCount, `survivor stored ${survivorStored - storedAtKill!.survivor} of ${afterKill} after the kill`);
+  t.true(
+    survivorStored - storedAtKill!.survivor >= afterKill - vimCount,
+    `survivor stored ${survivorStored - storedAtKill!.survivor} of ${afterKill} after the kill`,
+  );
   const stats = await proxy.waitForServers((s) => s.find((x) => x.server === 'conductor2')?.status.startsWith('DOWN') ?? false, 5_000);
   t.true(stats.find((x) => x.server === 'conductor1')!.status.startsWith('UP'));
 });
@@ -256,7 +271,8 @@ proxyTest('haproxy’s health check speaks grpc.health.v1: a conductor answering
   t.teardown(() => channel.close());
   const client = createClient(VimMonitorAction2ConductorDefinition, channel);
   const before = await proxy.serverStats();
-  for (let i = 0; i < 20; i++) await client.updateVim({ vimId: randomUUID(), actionId: randomUUID(), status: VimStatus.VIM_STATUS_REACHABLE });
+  for (let i = 0; i < 20; i++)
+    await client.updateVim({ vimId: randomUUID(), actionId: randomUUID(), status: VimStatus.VIM_STATUS_REACHABLE });
   const after = await proxy.serverStats();
   const served = (name: string) => after.find((x) => x.server === name)!.responses2xx - before.find((x) => x.server === name)!.responses2xx;
   t.is(served('conductor1'), 20);

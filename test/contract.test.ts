@@ -35,7 +35,15 @@ const roles: Record<string, RoleCase> = {
     service: VimServiceDefinition.fullName,
     async start(t) {
       const db = await createTestDatabase(t);
-      return startServer({ logger, orm: db.orm, databaseUrl: db.url, address: '127.0.0.1:0', executors: ['127.0.0.1:1'], key: Buffer.alloc(32), reconcileIntervalMs: 60_000 });
+      return startServer({
+        logger,
+        orm: db.orm,
+        databaseUrl: db.url,
+        address: '127.0.0.1:0',
+        executors: ['127.0.0.1:1'],
+        key: Buffer.alloc(32),
+        reconcileIntervalMs: 60_000,
+      });
     },
     badRequest: (a) => createClient(VimServiceDefinition, createChannel(a)).registerVim({ name: 'x', authUrl: 'gopher://h' }),
     badField: 'auth_url',
@@ -47,7 +55,8 @@ const roles: Record<string, RoleCase> = {
       const db = await createTestDatabase(t);
       return startConductor({ logger, orm: db.orm, address: '127.0.0.1:0' });
     },
-    badRequest: (a) => createClient(VimMonitorAction2ConductorDefinition, createChannel(a)).updateVim({ vimId: 'x', actionId: 'y', status: 2 }),
+    badRequest: (a) =>
+      createClient(VimMonitorAction2ConductorDefinition, createChannel(a)).updateVim({ vimId: 'x', actionId: 'y', status: 2 }),
     badField: 'vim_id',
   },
   executor: {
@@ -67,12 +76,23 @@ const roles: Record<string, RoleCase> = {
     service: InspectorServiceDefinition.fullName,
     async start(t) {
       const db = await createTestDatabase(t);
-      return startInspector({ logger, orm: db.orm, databaseUrl: db.url, address: '127.0.0.1:0', httpAddress: '127.0.0.1:0', env: {}, resyncIntervalMs: 60_000 });
+      return startInspector({
+        logger,
+        orm: db.orm,
+        databaseUrl: db.url,
+        address: '127.0.0.1:0',
+        httpAddress: '127.0.0.1:0',
+        env: {},
+        resyncIntervalMs: 60_000,
+      });
     },
     badRequest: (a) =>
-      createClient(InspectorServiceDefinition, createChannel(a)).reportEvents({ events: [{ type: 'compute.host.down', hostname: 'h', status: 'sideways' }] }),
+      createClient(InspectorServiceDefinition, createChannel(a)).reportEvents({
+        events: [{ type: 'compute.host.down', hostname: 'h', status: 'sideways' }],
+      }),
     badField: 'events[0].status',
-    openStream: (a) => createClient(InspectorServiceDefinition, createChannel(a)).subscribeAlarms({ liveOnly: true })[Symbol.asyncIterator]().next(),
+    openStream: (a) =>
+      createClient(InspectorServiceDefinition, createChannel(a)).subscribeAlarms({ liveOnly: true })[Symbol.asyncIterator]().next(),
   },
 };
 

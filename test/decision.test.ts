@@ -4,7 +4,12 @@ import { decide, initialDecision, type DecidedStatus, type Decision } from '../e
 // Each case: rounds in order (true = ok), unreachable_after, and the status decided after each round.
 const cases: Array<{ name: string; unreachableAfter: number; rounds: boolean[]; expected: DecidedStatus[] }> = [
   { name: 'first successful round decides REACHABLE', unreachableAfter: 1, rounds: [true], expected: ['REACHABLE'] },
-  { name: 'first failed round with unreachable_after 1 decides UNREACHABLE', unreachableAfter: 1, rounds: [false], expected: ['UNREACHABLE'] },
+  {
+    name: 'first failed round with unreachable_after 1 decides UNREACHABLE',
+    unreachableAfter: 1,
+    rounds: [false],
+    expected: ['UNREACHABLE'],
+  },
   {
     name: 'PENDING until failures in a row reach unreachable_after',
     unreachableAfter: 3,

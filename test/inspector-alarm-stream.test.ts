@@ -1,10 +1,18 @@
 // The alarm log on a real PostgreSQL: ids, storage, replay-then-live with no
 // gap or duplicate at the seam, slow and overflowing subscribers.
 import test from 'ava';
+import { UnavailableError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { AlarmType, type AlarmFilter } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { createAlarmStore, type AlarmRecord } from '../inspector/alarm-store.js';
-import { createAlarmHub, SubscriberOverflowError, type AlarmDraft, type AlarmHub, type AlarmHubOptions } from '../inspector/alarm-stream.js';
+import {
+  createAlarmHub,
+  SubscriberOverflowError,
+  type AlarmDraft,
+  type AlarmHub,
+  type AlarmHubOptions,
+} from '../inspector/alarm-stream.js';
+import { instantAlarmStore } from './support/instant-alarm-store.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
 const logger = createLogger({ level: 'silent' });
@@ -65,11 +73,17 @@ test('ids strictly increase, alarms are sent at once and stored in one batch', a
   const a = await hub.raise([draft('h1', 0), draft('h1', 1)]);
   const b = await hub.raise([draft('h2', 0)]);
   const ids = [...a, ...b].map((x) => x.alarmId);
-  t.deepEqual(ids, [...ids].sort((x, y) => x - y));
+  t.deepEqual(
+    ids,
+    [...ids].sort((x, y) => x - y),
+  );
   t.is(new Set(ids).size, 3);
   await hub.whenStored();
   const stored = await createAlarmStore(db.orm).read(0, undefined, undefined, 100);
-  t.deepEqual(stored.map((x) => x.alarmId), ids);
+  t.deepEqual(
+    stored.map((x) => x.alarmId),
+    ids,
+  );
   t.is(stored[0]!.instanceName, `it's "vm" \\ 0`);
   t.deepEqual(stored[0]!.eventTime, new Date('2026-11-22T00:00:00Z'));
   t.is(hub.stats().pendingStore, 0);
@@ -88,7 +102,10 @@ test('a restarted log continues after the stored ids', async (t) => {
   await until(() => got.length === 2);
   c.abort();
   await done;
-  t.deepEqual(got.map((x) => x.instanceId), ['vm-h-0', 'vm-h-1']);
+  t.deepEqual(
+    got.map((x) => x.instanceId),
+    ['vm-h-0', 'vm-h-1'],
+  );
 });
 
 test('replay then live: no gap and no duplicate while alarms keep coming, from the table and from memory', async (t) => {
@@ -96,7 +113,13 @@ test('replay then live: no gap and no duplicate while alarms keep coming, from t
   // A small window so that the replay crosses from the table into memory.
   const store = createAlarmStore(db.orm);
   let tableReads = 0;
-  const counting = { ...store, read: (...args: Parameters<typeof store.read>) => (tableReads++, store.read(...args)) };
+  const counting = {
+    ...store,
+    read: (...args: Parameters<typeof store.read>) => {
+      tableReads++;
+      return store.read(...args);
+    },
+  };
   const { hub } = await startHub(t, db, { store: counting, recentSize: 50, subscriberQueueSize: 100_000 });
   let raising = true;
   let raised = 0;
@@ -126,7 +149,11 @@ test('replay then live: no gap and no duplicate while alarms keep coming, from t
     await until(() => s.got.length >= expected.length);
     s.c.abort();
     await s.done;
-    t.deepEqual(s.got.map((a) => a.alarmId), expected, `after ${s.after}`);
+    t.deepEqual(
+      s.got.map((a) => a.alarmId),
+      expected,
+      `after ${s.after}`,
+    );
   }
   t.true(tableReads >= 3);
 });
@@ -153,7 +180,10 @@ test('a reconnecting subscriber gets what it missed, once', async (t) => {
   await new Promise((r) => setTimeout(r, 50));
   c2.abort();
   await second.done;
-  t.deepEqual(second.got.map((a) => a.instanceId), ['vm-h-2', 'vm-h-3', 'vm-h-4', 'vm-h-5']);
+  t.deepEqual(
+    second.got.map((a) => a.instanceId),
+    ['vm-h-2', 'vm-h-3', 'vm-h-4', 'vm-h-5'],
+  );
 });
 
 test('filters: hosts, projects, types; live only', async (t) => {
@@ -162,23 +192,53 @@ test('filters: hosts, projects, types; live only', async (t) => {
   await hub.raise([draft('a', 0, 'p1'), draft('b', 0, 'p2')]);
   await hub.whenStored();
   const c = new AbortController();
-  const byHost = collect(hub, { afterAlarmId: 0, filter: { hosts: ['b'], projectIds: [], instanceIds: [], types: [], vimIds: [] } }, c.signal);
-  const byProject = collect(hub, { afterAlarmId: 0, filter: { hosts: [], projectIds: ['p1'], instanceIds: [], types: [AlarmType.ALARM_TYPE_INSTANCE_DOWN], vimIds: [] } }, c.signal);
-  const hostsOnly = collect(hub, { afterAlarmId: 0, filter: { hosts: [], projectIds: [], instanceIds: [], types: [AlarmType.ALARM_TYPE_HOST_DOWN], vimIds: [] } }, c.signal);
+  const byHost = collect(
+    hub,
+    { afterAlarmId: 0, filter: { hosts: ['b'], projectIds: [], instanceIds: [], types: [], vimIds: [] } },
+    c.signal,
+  );
+  const byProject = collect(
+    hub,
+    {
+      afterAlarmId: 0,
+      filter: { hosts: [], projectIds: ['p1'], instanceIds: [], types: [AlarmType.ALARM_TYPE_INSTANCE_DOWN], vimIds: [] },
+    },
+    c.signal,
+  );
+  const hostsOnly = collect(
+    hub,
+    { afterAlarmId: 0, filter: { hosts: [], projectIds: [], instanceIds: [], types: [AlarmType.ALARM_TYPE_HOST_DOWN], vimIds: [] } },
+    c.signal,
+  );
   const live = collect(hub, { afterAlarmId: 0, liveOnly: true }, c.signal);
   await until(() => byHost.got.length === 1 && byProject.got.length === 1);
   await hub.raise([draft('a', 1, 'p1'), draft('b', 1, 'p2')]);
   await until(() => byHost.got.length === 2 && byProject.got.length === 2 && live.got.length === 2);
   c.abort();
   await Promise.all([byHost.done, byProject.done, hostsOnly.done, live.done]);
-  t.deepEqual(byHost.got.map((a) => a.instanceId), ['vm-b-0', 'vm-b-1']);
-  t.deepEqual(byProject.got.map((a) => a.instanceId), ['vm-a-0', 'vm-a-1']);
+  t.deepEqual(
+    byHost.got.map((a) => a.instanceId),
+    ['vm-b-0', 'vm-b-1'],
+  );
+  t.deepEqual(
+    byProject.got.map((a) => a.instanceId),
+    ['vm-a-0', 'vm-a-1'],
+  );
   t.deepEqual(hostsOnly.got, []);
-  t.deepEqual(live.got.map((a) => a.instanceId), ['vm-a-1', 'vm-b-1']);
+  t.deepEqual(
+    live.got.map((a) => a.instanceId),
+    ['vm-a-1', 'vm-b-1'],
+  );
   const page = await hub.list(0, { hosts: ['a'], projectIds: [], instanceIds: [], types: [], vimIds: [] }, 1);
-  t.deepEqual(page.alarms.map((a) => a.instanceId), ['vm-a-0']);
+  t.deepEqual(
+    page.alarms.map((a) => a.instanceId),
+    ['vm-a-0'],
+  );
   const next = await hub.list(page.nextAfterAlarmId, { hosts: ['a'], projectIds: [], instanceIds: [], types: [], vimIds: [] }, 10);
-  t.deepEqual(next.alarms.map((a) => a.instanceId), ['vm-a-1']);
+  t.deepEqual(
+    next.alarms.map((a) => a.instanceId),
+    ['vm-a-1'],
+  );
 });
 
 test('a slow subscriber does not hold back a fast one; on overflow it is told where to resume and misses nothing', async (t) => {
@@ -209,7 +269,10 @@ test('a slow subscriber does not hold back a fast one; on overflow it is told wh
   // Resuming from there gives everything after, exactly once.
   const resumed = collect(hub, { afterAlarmId: overflow.lastDeliveredId }, c.signal);
   await until(() => resumed.got.length === 40);
-  t.deepEqual(resumed.got.map((a) => a.alarmId), fast.got.slice(1).map((a) => a.alarmId));
+  t.deepEqual(
+    resumed.got.map((a) => a.alarmId),
+    fast.got.slice(1).map((a) => a.alarmId),
+  );
   t.is(hub.stats().subscribers, 2);
 });
 
@@ -220,7 +283,10 @@ test('a raise larger than the reserved ids waits for more, in order', async (t) 
   const small = hub.raise([draft('small', 0)]);
   const [b, s] = await Promise.all([big, small]);
   const ids = b.map((a) => a.alarmId);
-  t.deepEqual(ids, [...ids].sort((x, y) => x - y));
+  t.deepEqual(
+    ids,
+    [...ids].sort((x, y) => x - y),
+  );
   t.true(s[0]!.alarmId > ids[ids.length - 1]!);
   await hub.whenStored();
   t.is((await createAlarmStore(db.orm).read(0, undefined, undefined, 100)).length, 31);
@@ -233,7 +299,8 @@ test('the database failing delays no alarm: they are sent, kept, and stored once
   const flaky = {
     ...store,
     save: async (batch: Parameters<typeof store.save>[0]) => {
-      if (failures-- > 0) throw new Error('connection refused');
+      // As pg reports a database that is down: retried, never taken for a bad row.
+      if (failures-- > 0) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
       return store.save(batch);
     },
   };
@@ -254,4 +321,69 @@ test('the database failing delays no alarm: they are sent, kept, and stored once
   t.is((await store.read(0, undefined, undefined, 10)).length, 2);
   c.abort();
   await Promise.all([live.done, late.done]);
+});
+
+test('raises never wait forever for ids, even when a refill finds the pool already full', async (t) => {
+  // A store answering at once: a refill can complete before the one send() scheduled
+  // runs, which then finds nothing to do and returns without awaiting.
+  const store = instantAlarmStore();
+  const hub = createAlarmHub({ store, logger, idReserve: 8 });
+  await hub.start();
+  const controller = new AbortController();
+  const running = hub.run(controller.signal);
+  t.teardown(async () => {
+    controller.abort();
+    await running;
+  });
+  for (let round = 0; round < 200; round++) {
+    const raised = await Promise.race([
+      hub.raise([draft('h', 3 * round), draft('h', 3 * round + 1), draft('h', 3 * round + 2)]),
+      new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), 2_000)),
+    ]);
+    if (raised === 'stuck') return t.fail(`raise ${round} waited for ids that never came`);
+    if (round % 3 === 0) await new Promise((r) => setImmediate(r));
+  }
+  t.is(hub.stats().lastAlarmId, 600);
+});
+
+test('shutdown: raises waiting for ids are refused at once, whatever the backoff, and the last store attempts are bounded', async (t) => {
+  const down = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  let next = 1;
+  let reservations = 0;
+  const store = {
+    // The first reservation answers; then the database is gone.
+    reserveIds: async (n: number) => {
+      if (reservations++ > 0) throw down();
+      return Array.from({ length: n }, () => next++);
+    },
+    lastAlarmId: async () => 0,
+    save: async () => {
+      throw down();
+    },
+    quarantine: async () => true,
+    quarantinedCount: async () => 0,
+    read: async () => [],
+    loadHosts: async () => [],
+  };
+  const hub = createAlarmHub({ store, logger, idReserve: 8, retry: { baseDelayMs: 60_000, maxDelayMs: 60_000 }, finalFlushMs: 300 });
+  await hub.start();
+  const controller = new AbortController();
+  const running = hub.run(controller.signal);
+  t.teardown(() => controller.abort());
+  t.is((await hub.raise([draft('h', 0), draft('h', 1)])).length, 2, 'sent though it cannot be stored');
+  const waiting = hub.raise(Array.from({ length: 30 }, (_, i) => draft('big', i)));
+  const outcome = waiting.then(
+    () => 'raised',
+    (err: unknown) => err,
+  );
+  await until(() => reservations >= 2);
+  const start = performance.now();
+  controller.abort();
+  const err = await outcome;
+  t.true(err instanceof UnavailableError, String(err));
+  await running;
+  const elapsed = performance.now() - start;
+  t.true(elapsed < 3_000, `stopped in ${Math.round(elapsed)} ms`);
+  t.is(hub.stats().pendingStore, 2, 'still not stored: the final attempts gave up at their bound');
+  await t.throwsAsync(hub.raise([draft('h', 2)]), { instanceOf: UnavailableError });
 });

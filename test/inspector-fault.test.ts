@@ -2,20 +2,10 @@
 // a host fault makes, how many VMs it handles and how fast, failures and
 // retries, duplicates, batches, recovery, restarts.
 import test, { type ExecutionContext } from 'ava';
-import { createChannel, createClient, type Channel } from 'nice-grpc';
-import { AlarmType, InspectorServiceDefinition, type Alarm, type InspectorServiceClient } from '../gen/vimmon/inspector/v1/inspector_service.js';
-import { startInspector, type InspectorOptions, type RunningInspector } from '../inspector/main.js';
-import { createTestDatabase, type TestDatabase } from './support/database.js';
-import { testLogger } from './support/logger.js';
-import { openrcEnv, startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
+import { AlarmType, type Alarm, type InspectorServiceClient } from '../gen/vimmon/inspector/v1/inspector_service.js';
+import { startOpenStackDouble, type OpenStackDouble } from './support/openstack-double.js';
+import { profileDone, startInspectorHarness } from './support/inspector-harness.js';
 import { eventually } from './support/wait.js';
-
-interface Harness {
-  db: TestDatabase;
-  inspector: RunningInspector;
-  client: InspectorServiceClient;
-  stop(): Promise<void>;
-}
 
 async function openstack(t: ExecutionContext): Promise<OpenStackDouble> {
   const d = await startOpenStackDouble();
@@ -23,35 +13,14 @@ async function openstack(t: ExecutionContext): Promise<OpenStackDouble> {
   return d;
 }
 
-async function inspectorFor(t: ExecutionContext, d: OpenStackDouble | undefined, options: Partial<InspectorOptions> & { db?: TestDatabase } = {}): Promise<Harness> {
-  const db = options.db ?? (await createTestDatabase(t));
-  const inspector = await startInspector({
-    logger: testLogger(),
-    orm: db.orm,
-    databaseUrl: db.url,
-    address: '127.0.0.1:0',
-    httpAddress: '127.0.0.1:0',
-    env: d ? openrcEnv(d) : {},
-    resyncIntervalMs: 60_000,
-    novaRetry: { maxAttempts: 4, baseDelayMs: 20, maxDelayMs: 100 },
-    ...options,
-  });
-  const channel: Channel = createChannel(inspector.address);
-  const client = createClient(InspectorServiceDefinition, channel);
-  let stopped: Promise<void> | undefined;
-  const stop = () =>
-    (stopped ??= (async () => {
-      channel.close();
-      await inspector.stop();
-    })());
-  t.teardown(stop);
-  if (d) await eventually(async () => (await client.getStatus({})).cachedVms === d.servers().length, 10_000, 'the cache snapshot');
-  return { db, inspector, client, stop };
-}
-
+const inspectorFor = startInspectorHarness;
 
 /** A live subscription that records each alarm with its arrival time. */
-function subscribe(t: ExecutionContext, client: InspectorServiceClient, request: { afterAlarmId?: number; liveOnly?: boolean } = { liveOnly: true }) {
+function subscribe(
+  t: ExecutionContext,
+  client: InspectorServiceClient,
+  request: { afterAlarmId?: number; liveOnly?: boolean } = { liveOnly: true },
+) {
   const controller = new AbortController();
   const got: Array<{ alarm: Alarm; at: number }> = [];
   const result: { error?: unknown } = {};
@@ -80,13 +49,6 @@ const isReset = (m: string, p: string) => m === 'POST' && /\/servers\/[^/]+\/act
 const resetCalls = (d: OpenStackDouble) => d.computeCalls().filter((c) => isReset(c.method, c.path));
 const resetTarget = (path: string) => /\/servers\/([^/]+)\/action$/.exec(path)![1]!;
 
-async function profileDone(client: InspectorServiceClient, faultId: string, timeoutMs = 30_000) {
-  return eventually(async () => {
-    const { profile } = await client.getFaultProfile({ faultId });
-    return profile?.completedAt ? profile : undefined;
-  }, timeoutMs, `fault ${faultId} to complete`);
-}
-
 test('a host fault resets exactly its VMs and forces exactly its host down, after the alarms', async (t) => {
   const d = await openstack(t);
   const onA = [0, 1, 2].map((i) => d.addServer({ name: `a${i}`, host: 'compute-a', projectId: `p${i}` }));
@@ -104,8 +66,20 @@ test('a host fault resets exactly its VMs and forces exactly its host down, afte
   const alarms = sub.alarms();
   t.is(alarms[0]!.type, AlarmType.ALARM_TYPE_HOST_DOWN);
   t.is(alarms[0]!.host, 'compute-a');
-  t.deepEqual(alarms.slice(1).map((a) => [a.type, a.instanceId, a.state, a.host]).sort(), onA.map((id) => [AlarmType.ALARM_TYPE_INSTANCE_DOWN, id, 'error', 'compute-a']).sort());
-  t.deepEqual(alarms.slice(1).map((a) => a.projectId).sort(), ['p0', 'p1', 'p2']);
+  t.deepEqual(
+    alarms
+      .slice(1)
+      .map((a) => [a.type, a.instanceId, a.state, a.host])
+      .sort(),
+    onA.map((id) => [AlarmType.ALARM_TYPE_INSTANCE_DOWN, id, 'error', 'compute-a']).sort(),
+  );
+  t.deepEqual(
+    alarms
+      .slice(1)
+      .map((a) => a.projectId)
+      .sort(),
+    ['p0', 'p1', 'p2'],
+  );
   t.true(alarms.every((a) => a.faultId === reply.faultIds[0] && a.monitor === 'test-monitor'));
 
   const profile = await profileDone(client, reply.faultIds[0]!);
@@ -114,14 +88,26 @@ test('a host fault resets exactly its VMs and forces exactly its host down, afte
   t.is(profile.vmsFailed, 0);
   t.truthy(profile.hostForcedDownAt);
   t.truthy(profile.lastVmResetAt);
-  t.truthy(profile.alarmsStoredAt);
+  // The store commits on its own time: on a slow database after the Nova work is done.
+  await eventually(
+    async () => (await client.getFaultProfile({ faultId: reply.faultIds[0]! })).profile?.alarmsStoredAt,
+    10_000,
+    'alarms stored',
+  );
 
   // Exactly one reset per VM of the host, each to "error"; nothing for the other host.
   const resets = resetCalls(d);
   t.deepEqual(resets.map((c) => resetTarget(c.path)).sort(), [...onA].sort());
   t.true(resets.every((c) => JSON.stringify(c.body) === JSON.stringify({ 'os-resetState': { state: 'error' } })));
   t.false(d.computeCalls().some((c) => onB.some((id) => c.path.includes(id))));
-  t.deepEqual(d.servers().filter((s) => s.vmState === 'error').map((s) => s.id).sort(), [...onA].sort());
+  t.deepEqual(
+    d
+      .servers()
+      .filter((s) => s.vmState === 'error')
+      .map((s) => s.id)
+      .sort(),
+    [...onA].sort(),
+  );
   const services = d.services().filter((s) => s.binary === 'nova-compute');
   t.true(services.find((s) => s.host === 'compute-a')!.forcedDown);
   t.false(services.find((s) => s.host === 'compute-b')!.forcedDown);
@@ -157,7 +143,9 @@ test('1, 10, 25, 50 and 1,000 VMs at 250 ms per reset-state: every VM handled, w
     t.deepEqual(calls.map((c) => resetTarget(c.path)).sort(), [...vms.get(n)!].sort(), `${n}: the host's VMs`);
     t.is(profile.vmsReset, n);
     // Never more than the bound in flight at once.
-    const events = calls.flatMap((c) => [[c.receivedAt, 1] as const, [c.finishedAt!, -1] as const]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    const events = calls
+      .flatMap((c) => [[c.receivedAt, 1] as const, [c.finishedAt!, -1] as const])
+      .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
     let inFlight = 0;
     let peak = 0;
     for (const [, delta] of events) peak = Math.max(peak, (inFlight += delta));
@@ -169,7 +157,9 @@ test('1, 10, 25, 50 and 1,000 VMs at 250 ms per reset-state: every VM handled, w
     t.true(elapsed >= expected * 0.9 && elapsed < expected * 10, `${n}: ${Math.round(elapsed)} ms for ${expected} ms of rounds`);
     t.true(firstAlarmMs < 250, `${n}: first alarm after ${Math.round(firstAlarmMs)} ms`);
     t.true(lastAlarmMs < 2_500, `${n}: last alarm after ${Math.round(lastAlarmMs)} ms`);
-    t.log(`${n} VMs: first alarm ${firstAlarmMs.toFixed(1)} ms, last ${lastAlarmMs.toFixed(1)} ms, all reset ${Math.round(elapsed)} ms, peak ${peak} in flight`);
+    t.log(
+      `${n} VMs: first alarm ${firstAlarmMs.toFixed(1)} ms, last ${lastAlarmMs.toFixed(1)} ms, all reset ${Math.round(elapsed)} ms, peak ${peak} in flight`,
+    );
   }
   t.is(d.servers().filter((s) => s.vmState === 'error').length, 1_086);
 });
@@ -194,7 +184,10 @@ test('Nova failing: alarms are delivered all the same, failed calls are retried 
   t.is(profile.vmsGone, 1);
   t.is(profile.vmsFailed, 1);
   t.true(profile.retries >= 2 + 3 + 1, `retries ${profile.retries}`);
-  t.true(profile.errors.some((e) => e.includes(broken) && e.includes('after 4 attempts')), profile.errors.join('; '));
+  t.true(
+    profile.errors.some((e) => e.includes(broken) && e.includes('after 4 attempts')),
+    profile.errors.join('; '),
+  );
   t.truthy(profile.hostForcedDownAt);
   const state = new Map(d.servers().map((s) => [s.id, s.vmState]));
   t.is(state.get(flaky), 'error');
@@ -225,7 +218,13 @@ test('duplicates, batches and unknown types', async (t) => {
   const sub = subscribe(t, client);
   await eventually(async () => (await client.getStatus({})).subscribers === 1, 5_000, 'the subscriber');
   const reply = await client.reportEvents({
-    events: [hostDown('compute-1'), hostDown('compute-1'), hostDown('compute-2'), hostDown('compute-3', { type: 'compute.host.flapping' }), hostDown('compute-1', { status: 'DOWN' })],
+    events: [
+      hostDown('compute-1'),
+      hostDown('compute-1'),
+      hostDown('compute-2'),
+      hostDown('compute-3', { type: 'compute.host.flapping' }),
+      hostDown('compute-1', { status: 'DOWN' }),
+    ],
   });
   t.like(reply, { accepted: 4, ignored: 1, duplicates: 2 });
   t.is(reply.faultIds.length, 2);
@@ -254,11 +253,17 @@ test('recovery: "up" raises the recovered alarms and un-forces the host; a repea
   const up = await client.reportEvents({ events: [hostDown('compute-r', { status: 'up' })] });
   t.is(up.faultIds.length, 1);
   const profile = await profileDone(client, up.faultIds[0]!);
-  t.truthy(profile.hostForcedDownAt, 'un-forced');
+  t.truthy(profile.hostUnforcedAt, 'un-forced, and named so');
+  t.truthy(profile.toHostUnforced);
+  t.deepEqual(profile.hostForcedDownAt, profile.hostUnforcedAt, 'T04 as the contract always said for "up"');
+  t.is((await client.getFaultProfile({ faultId: down.faultIds[0]! })).profile!.hostUnforcedAt, undefined, 'a "down" un-forces nothing');
   t.false(d.services().find((s) => s.host === 'compute-r')!.forcedDown);
   await eventually(async () => sub.got.length === 4, 5_000, 'four alarms');
   const recovered = sub.alarms().slice(2);
-  t.deepEqual(recovered.map((a) => a.type), [AlarmType.ALARM_TYPE_HOST_RECOVERED, AlarmType.ALARM_TYPE_INSTANCE_RECOVERED]);
+  t.deepEqual(
+    recovered.map((a) => a.type),
+    [AlarmType.ALARM_TYPE_HOST_RECOVERED, AlarmType.ALARM_TYPE_INSTANCE_RECOVERED],
+  );
   t.is(recovered[1]!.instanceId, vm);
   t.is(recovered[0]!.severity, 'low');
   const again = await client.reportEvents({ events: [hostDown('compute-r', { status: 'up' })] });
@@ -283,7 +288,10 @@ test('a restart remembers hosts down, and drives again the Nova work a shutdown 
   d.setLatency(0, isReset);
   const second = await inspectorFor(t, d, { db: first.db });
   const status = await second.client.getStatus({});
-  t.deepEqual(status.hostsDown.map((h) => h.host), ['compute-x']);
+  t.deepEqual(
+    status.hostsDown.map((h) => h.host),
+    ['compute-x'],
+  );
   await eventually(async () => d.servers().filter((s) => s.vmState === 'error').length === 6, 10_000, 'every VM in error');
   await eventually(async () => (await second.client.getStatus({})).hostsDown[0]!.novaDone, 5_000, 'the work marked done');
   // Still down after the restart: a repeated event raises nothing.
@@ -293,7 +301,14 @@ test('a restart remembers hosts down, and drives again the Nova work a shutdown 
   // "up" raises the recovered alarms for the VMs stored with the fault.
   await second.client.reportEvents({ events: [hostDown('compute-x', { status: 'up' })] });
   await eventually(async () => sub2.got.length === 7, 5_000, 'the recovered alarms');
-  t.deepEqual(sub2.alarms().slice(1).map((a) => a.instanceId).sort(), [...vms].sort());
+  t.deepEqual(
+    sub2
+      .alarms()
+      .slice(1)
+      .map((a) => a.instanceId)
+      .sort(),
+    [...vms].sort(),
+  );
   t.is(sub2.alarms()[0]!.type, AlarmType.ALARM_TYPE_HOST_RECOVERED);
 });
 
@@ -310,4 +325,38 @@ test('without OpenStack settings the inspector runs, says what is missing and st
   t.is(sub.alarms()[0]!.type, AlarmType.ALARM_TYPE_HOST_DOWN);
   const profile = await profileDone(client, faultIds[0]!);
   t.regex(profile.errors.join(), /Nova not called.*OS_AUTH_URL/);
+});
+
+test('under the Nova bound the host force-down goes before the queued resets, and a shutdown drops the calls still queued', async (t) => {
+  const d = await openstack(t);
+  const vms = Array.from({ length: 8 }, () => d.addServer({ host: 'compute-q' }));
+  const { client, stop } = await inspectorFor(t, d, { novaConcurrency: 1, novaShutdownGraceMs: 50 });
+  d.setLatency(300, isReset);
+  const isForceDown = (m: string, p: string) => m === 'PUT' && p.includes('/os-services/');
+  const before = d.computeCalls().length;
+  await client.reportEvents({ events: [hostDown('compute-q')] });
+  await eventually(
+    async () =>
+      d
+        .computeCalls()
+        .slice(before)
+        .some((c) => isForceDown(c.method, c.path)),
+    5_000,
+    'the force-down',
+  );
+  const order = d
+    .computeCalls()
+    .slice(before)
+    .filter((c) => isReset(c.method, c.path) || isForceDown(c.method, c.path));
+  const forceAt = order.findIndex((c) => isForceDown(c.method, c.path));
+  // Resets are asked for first; the one already running finishes, the force-down overtakes the rest.
+  t.true(forceAt <= 1, `force-down after ${forceAt} resets`);
+  const status = await client.getStatus({});
+  t.true(status.novaCallsInFlight <= 1, `in flight ${status.novaCallsInFlight}`);
+  t.true(status.novaCallsQueued > 0, `queued ${status.novaCallsQueued}`);
+  await stop();
+  const resetsAtStop = resetCalls(d).length;
+  await new Promise((r) => setTimeout(r, 700));
+  t.is(resetCalls(d).length, resetsAtStop, 'nothing queued reached Nova after the shutdown');
+  t.true(resetsAtStop < vms.length, `${resetsAtStop} resets before the shutdown`);
 });

@@ -32,7 +32,12 @@ test('first start: one VIM_UNREACHABLE per VIM unreachable now, no replay of old
     );
   }
   const report = (name: string, status: VimStatus) => reports.updateVim({ vimId: vims[name]!.id, actionId: vims[name]!.action, status });
-  for (const s of [VimStatus.VIM_STATUS_UNREACHABLE, VimStatus.VIM_STATUS_REACHABLE, VimStatus.VIM_STATUS_UNREACHABLE, VimStatus.VIM_STATUS_REACHABLE]) {
+  for (const s of [
+    VimStatus.VIM_STATUS_UNREACHABLE,
+    VimStatus.VIM_STATUS_REACHABLE,
+    VimStatus.VIM_STATUS_UNREACHABLE,
+    VimStatus.VIM_STATUS_REACHABLE,
+  ]) {
     await report('flapped', s);
   }
   await report('down-now', VimStatus.VIM_STATUS_REACHABLE);
@@ -55,10 +60,14 @@ test('first start: one VIM_UNREACHABLE per VIM unreachable now, no replay of old
     ich.close();
   });
   const client = createClient(InspectorServiceDefinition, ich);
-  const stored = await eventually(async () => {
-    const r = await client.listAlarms({ afterAlarmId: 0, pageSize: 100 });
-    return r.alarms.length > 0 ? r.alarms : undefined;
-  }, 5_000, 'the VIM alarms of the present');
+  const stored = await eventually(
+    async () => {
+      const r = await client.listAlarms({ afterAlarmId: 0, pageSize: 100 });
+      return r.alarms.length > 0 ? r.alarms : undefined;
+    },
+    5_000,
+    'the VIM alarms of the present',
+  );
   await new Promise((r) => setTimeout(r, 300));
   const all = (await client.listAlarms({ afterAlarmId: 0, pageSize: 100 })).alarms;
   t.is(all.length, 1, JSON.stringify(all.map((a) => [a.vimName, AlarmType[a.type]])));
@@ -67,10 +76,14 @@ test('first start: one VIM_UNREACHABLE per VIM unreachable now, no replay of old
   // From here on transitions raise alarms as usual, once each.
   await report('down-now', VimStatus.VIM_STATUS_REACHABLE);
   await report('flapped', VimStatus.VIM_STATUS_UNREACHABLE);
-  const later = await eventually(async () => {
-    const r = (await client.listAlarms({ afterAlarmId: 0, pageSize: 100 })).alarms;
-    return r.length === 3 ? r : undefined;
-  }, 5_000, 'two more alarms');
+  const later = await eventually(
+    async () => {
+      const r = (await client.listAlarms({ afterAlarmId: 0, pageSize: 100 })).alarms;
+      return r.length === 3 ? r : undefined;
+    },
+    5_000,
+    'two more alarms',
+  );
   t.deepEqual(
     later.slice(1).map((a) => [a.vimName, AlarmType[a.type]]),
     [

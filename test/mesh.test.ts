@@ -27,7 +27,8 @@ test('REACHABLE within interval + timeout of registering; UNREACHABLE when the t
       for await (const c of stream) changes.push({ status: c.status, at: Date.now() });
     } catch {}
   })();
-  await new Promise((r) => setTimeout(r, 100));
+  // Time for the stream to open on a busy machine: a change before it opens would never be seen.
+  await new Promise((r) => setTimeout(r, 500));
 
   const registeredAt = Date.now();
   const { vim } = await mesh.vims().registerVim({ name: 'tcp', authUrl: target.url, monitor: fast });
@@ -57,7 +58,9 @@ test('REACHABLE within interval + timeout of registering; UNREACHABLE when the t
 test('HTTP probe: any HTTP answer is reachable, a closed server is not', async (t) => {
   const mesh = await startMesh(t);
   const http = await openHttpTarget(503);
-  const { vim } = await mesh.vims().registerVim({ name: 'http', authUrl: http.url, monitor: { ...fast, probe: ProbeKind.PROBE_KIND_HTTP } });
+  const { vim } = await mesh
+    .vims()
+    .registerVim({ name: 'http', authUrl: http.url, monitor: { ...fast, probe: ProbeKind.PROBE_KIND_HTTP } });
   await eventually(async () => (await statusOf(mesh, vim!.id)).status === VimStatus.VIM_STATUS_REACHABLE, 3_000, 'REACHABLE');
   t.true(http.hits > 0);
   await http.close();
@@ -102,7 +105,9 @@ test('update: a new action replaces the old one, which is stopped; a fenced acti
     } catch {}
   })();
   await new Promise((r) => setTimeout(r, 100));
-  await mesh.query(`update vim set action_id = gen_random_uuid(), action_started = true, action_assigned_at = now() where id = ?`, [vim!.id]);
+  await mesh.query(`update vim set action_id = gen_random_uuid(), action_started = true, action_assigned_at = now() where id = ?`, [
+    vim!.id,
+  ]);
   await eventually(async () => (await exec.listActions({ vimIds: [vim!.id] })).actions.length === 0, 3_000, 'fenced action exits');
   t.deepEqual(stopped, [`${updated!.actionId}:2`], 'stopped with STOP_REASON_BAD_ACTION');
 });
@@ -188,7 +193,10 @@ test('two servers, two conductors, two executors: exactly one accepted action pe
       const rows = await mesh.query<{ id: string; action_id: string; status: string }>(`select id, action_id, status from vim`);
       const running = [...(await exec[0]!.listActions({})).actions, ...(await exec[1]!.listActions({})).actions];
       return rows.every(
-        (r) => r.status === 'REACHABLE' && running.filter((a) => a.vimId === r.id).length === 1 && running.some((a) => a.actionId === r.action_id),
+        (r) =>
+          r.status === 'REACHABLE' &&
+          running.filter((a) => a.vimId === r.id).length === 1 &&
+          running.some((a) => a.actionId === r.action_id),
       );
     },
     8_000,
@@ -196,7 +204,9 @@ test('two servers, two conductors, two executors: exactly one accepted action pe
   );
   // Each VIM's accepted reports came from its current action only since it settled: the
   // events table names, per VIM, only actions that were once current, and no action twice in a row.
-  const perVim = await mesh.query<{ vim_id: string; n: number }>(`select vim_id, count(distinct action_id)::int as n from vim_event group by vim_id`);
+  const perVim = await mesh.query<{ vim_id: string; n: number }>(
+    `select vim_id, count(distinct action_id)::int as n from vim_event group by vim_id`,
+  );
   t.true(perVim.every((r) => r.n >= 1));
   const servedBy = await mesh.query<{ n: number }>(`select count(distinct executor)::int as n from vim`);
   t.is(servedBy[0]!.n, 2, 'both executors got a share');

@@ -7,9 +7,8 @@ import { InvalidArgumentError } from '../common/errors.js';
 import { monitorDefaults, resolveMonitorPolicy, toMonitorPolicy } from '../common/monitor-policy.js';
 import { ProbeKind, type MonitorPolicy } from '../gen/vimmon/tacker/v1/vim_service.js';
 import { masked, seal, unseal, validateCredentials } from '../server/credentials.js';
-import { decodeSecretKey } from '../server/secret-key.js';
+import { decodeSecretKey } from '../common/secret-key.js';
 import { msToDuration as ms } from '../common/duration.js';
-
 
 test('auth_url: hosts, ports by scheme, IPv6 literals', (t) => {
   t.like(parseAuthUrl('https://keystone.example/v3'), { scheme: 'https', host: 'keystone.example', port: 443 });
@@ -85,7 +84,10 @@ test('monitor policy: an update keeps the fields it does not name', (t) => {
 test('credentials: validated, sealed to their VIM, masked on the way out', (t) => {
   const key = Buffer.alloc(32, 9);
   const secret = 'correct horse battery staple';
-  const c = validateCredentials({ password: { username: 'u', password: secret, userDomainName: 'Default', projectDomainName: 'Default' }, token: undefined });
+  const c = validateCredentials({
+    password: { username: 'u', password: secret, userDomainName: 'Default', projectDomainName: 'Default' },
+    token: undefined,
+  });
   const sealed = seal(c, key, 'vim-a')!;
   t.false(sealed.includes(secret));
   t.false(Buffer.from(sealed.slice(3), 'base64').includes(secret), 'not in the sealed bytes either');
@@ -95,7 +97,12 @@ test('credentials: validated, sealed to their VIM, masked on the way out', (t) =
   t.is(masked(c)!.password!.password, '***');
   t.is(masked(validateCredentials({ password: undefined, token: { bearerToken: 't0k' } }))!.token!.bearerToken, '***');
   t.is(validateCredentials(undefined).kind, 'none');
-  const both = t.throws(() => validateCredentials({ password: { username: 'u', password: 'p', userDomainName: '', projectDomainName: '' }, token: { bearerToken: 'x' } }));
+  const both = t.throws(() =>
+    validateCredentials({
+      password: { username: 'u', password: 'p', userDomainName: '', projectDomainName: '' },
+      token: { bearerToken: 'x' },
+    }),
+  );
   t.regex(both!.message, /^credentials: set either/);
   t.throws(() => validateCredentials({ password: undefined, token: { bearerToken: '***' } }), { message: /is the mask/ });
 });

@@ -1,29 +1,37 @@
 // The reconciler alone against real PostgreSQL: it picks exactly the VIMs
 // whose action is stale or was never confirmed, a second pass changes
-// nothing, and two reconcilers at once never hand out one VIM twice.
+// nothing, two reconcilers at once never hand out one VIM twice, nothing is
+// claimed while no executor is live, and a VIM whose start fails backs off.
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
 import type { Orm } from '../db/connection.js';
 import { createExecutorPool } from '../server/executors.js';
-import { createHandoff } from '../server/handoff.js';
+import { createHandoff, type Handoff } from '../server/handoff.js';
 import { createReconciler } from '../server/reconciler.js';
 import { createTestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
 import { startRecordingExecutor } from './support/recording-executor.js';
+import { eventually } from './support/wait.js';
 
-async function insertVim(orm: Orm, o: { name: string; lastReportAgoMs?: number; assignedAgoMs: number; started: boolean; deleted?: boolean }) {
+async function insertVim(
+  orm: Orm,
+  o: { name: string; lastReportAgoMs?: number; assignedAgoMs: number; started: boolean; deleted?: boolean },
+) {
   const id = randomUUID();
   const actionId = randomUUID();
-  await orm.em.fork().getConnection().execute(
-    `insert into vim (id, name, type, auth_url, probe, interval_ms, timeout_ms, probe_count, unreachable_after,
+  await orm.em
+    .fork()
+    .getConnection()
+    .execute(
+      `insert into vim (id, name, type, auth_url, probe, interval_ms, timeout_ms, probe_count, unreachable_after,
        report_interval_ms, stale_after_ms, status, action_id, action_assigned_at, action_started, executor,
        created_at, updated_at, status_changed_at, last_report_at, deleted_at)
      values (?, ?, 'openstack', 'http://127.0.0.1:9/v3', 'tcp', 1000, 100, 1, 1, 1000, 3000, 'REACHABLE', ?,
        now() - ? * interval '1 millisecond', ?, 'gone:1', now(), now(), now(),
        ${o.lastReportAgoMs === undefined ? 'null' : `now() - ${o.lastReportAgoMs} * interval '1 millisecond'`},
        ${o.deleted ? 'now()' : 'null'})`,
-    [id, o.name, actionId, o.assignedAgoMs, o.started],
-  );
+      [id, o.name, actionId, o.assignedAgoMs, o.started],
+    );
   return { id, actionId };
 }
 
@@ -36,7 +44,16 @@ async function setup(t: import('ava').ExecutionContext) {
     const pool = createExecutorPool({ executors: [executor.address], logger });
     t.teardown(() => pool.close());
     const handoff = createHandoff({ orm, pool, logger });
-    return createReconciler({ orm, pool, handoff, logger, intervalMs: 100, startGraceMs: 1_000, lostActionCheckMs: 3_600_000 });
+    return createReconciler({
+      orm,
+      pool,
+      handoff,
+      logger,
+      key: Buffer.alloc(32, 3),
+      intervalMs: 100,
+      startGraceMs: 1_000,
+      lostActionCheckMs: 3_600_000,
+    });
   };
   return { db, executor, make };
 }
@@ -48,7 +65,13 @@ test('a pass replaces stale and unconfirmed actions only; a second pass changes 
   const unconfirmed = await insertVim(db.orm, { name: 'unconfirmed', assignedAgoMs: 5_000, started: false });
   const starting = await insertVim(db.orm, { name: 'starting', assignedAgoMs: 100, started: false });
   const newAction = await insertVim(db.orm, { name: 'new-action', lastReportAgoMs: 10_000, assignedAgoMs: 500, started: true });
-  const deleted = await insertVim(db.orm, { name: 'deleted', lastReportAgoMs: 10_000, assignedAgoMs: 60_000, started: true, deleted: true });
+  const deleted = await insertVim(db.orm, {
+    name: 'deleted',
+    lastReportAgoMs: 10_000,
+    assignedAgoMs: 60_000,
+    started: true,
+    deleted: true,
+  });
   const reconciler = await make(db.orm);
 
   t.is(await reconciler.pass(), 2);
@@ -65,7 +88,10 @@ test('a pass replaces stale and unconfirmed actions only; a second pass changes 
   t.deepEqual(new Set(executor.starts.map((s) => s.vimId)), new Set([stale.id, unconfirmed.id]));
   t.true(rows.get(stale.id)!.action_started);
   t.is(rows.get(stale.id)!.executor, executor.address);
-  t.true(executor.starts.every((s) => s.actionId === rows.get(s.vimId)!.action_id), 'the executor got the ids now in the rows');
+  t.true(
+    executor.starts.every((s) => s.actionId === rows.get(s.vimId)!.action_id),
+    'the executor got the ids now in the rows',
+  );
 
   const before = JSON.stringify(await db.orm.em.fork().getConnection().execute(`select * from vim order by id`));
   t.is(await reconciler.pass(), 0);
@@ -77,7 +103,8 @@ test('a pass replaces stale and unconfirmed actions only; a second pass changes 
 test('two reconcilers at once hand each stale VIM out exactly once', async (t) => {
   const { db, executor, make } = await setup(t);
   const ids = [];
-  for (let i = 0; i < 120; i++) ids.push((await insertVim(db.orm, { name: `s-${i}`, lastReportAgoMs: 10_000, assignedAgoMs: 60_000, started: true })).id);
+  for (let i = 0; i < 120; i++)
+    ids.push((await insertVim(db.orm, { name: `s-${i}`, lastReportAgoMs: 10_000, assignedAgoMs: 60_000, started: true })).id);
   const a = await make(await db.open());
   const b = await make(await db.open());
   const [na, nb] = await Promise.all([a.pass(), b.pass()]);
@@ -86,4 +113,153 @@ test('two reconcilers at once hand each stale VIM out exactly once', async (t) =
   for (const s of executor.starts) perVim.set(s.vimId, (perVim.get(s.vimId) ?? 0) + 1);
   t.is(perVim.size, 120);
   t.true([...perVim.values()].every((n) => n === 1));
+});
+
+/** A reconciler whose pool polls health (every 50 ms) as a server's does; launches counted. */
+async function polled(
+  t: import('ava').ExecutionContext,
+  orm: Orm,
+  executorAddress: string,
+  o: { startGraceMs?: number; intervalMs?: number } = {},
+) {
+  const logger = testLogger();
+  const pool = createExecutorPool({ executors: [executorAddress], logger, healthIntervalMs: 50 });
+  const polling = new AbortController();
+  const running = pool.run(polling.signal);
+  t.teardown(async () => {
+    polling.abort();
+    await running;
+    pool.close();
+  });
+  const real = createHandoff({ orm, pool, logger });
+  const calls = { launches: 0, stops: 0 };
+  // The real hand-off, its calls counted.
+  const handoff: Handoff = {
+    launch(...a) {
+      calls.launches++;
+      return real.launch(...a);
+    },
+    stop(...a) {
+      calls.stops++;
+      return real.stop(...a);
+    },
+  };
+  const reconciler = createReconciler({
+    orm,
+    pool,
+    handoff,
+    logger,
+    key: Buffer.alloc(32, 3),
+    intervalMs: o.intervalMs ?? 100,
+    startGraceMs: o.startGraceMs ?? 1_000,
+    lostActionCheckMs: 3_600_000,
+    startBackoff: { baseDelayMs: 200, maxDelayMs: 1_600 },
+  });
+  return { pool, reconciler, calls };
+}
+
+test('no executor live: a pass writes nothing and calls nothing; when one comes back its VIMs start at once', async (t) => {
+  const logger = testLogger();
+  const db = await createTestDatabase(t);
+  // An address where an executor was and is no more.
+  const first = await startRecordingExecutor(logger);
+  const address = first.address;
+  await first.stop();
+  const { pool, reconciler, calls } = await polled(t, db.orm, address, { intervalMs: 60_000 });
+  await eventually(() => pool.usable().length === 0, 10_000, 'the executor known not live');
+  const vims = [
+    await insertVim(db.orm, { name: 'unconfirmed-1', assignedAgoMs: 5_000, started: false }),
+    await insertVim(db.orm, { name: 'unconfirmed-2', assignedAgoMs: 5_000, started: false }),
+    await insertVim(db.orm, { name: 'stale', lastReportAgoMs: 10_000, assignedAgoMs: 60_000, started: true }),
+  ];
+  // xmin changes with every write of a row (an UPDATE makes a new row version).
+  const versions = () => db.orm.em.fork().getConnection().execute(`select id, xmin::text as v, start_attempts from vim order by id`);
+  const before = await versions();
+  t.is(await reconciler.pass(), 0);
+  t.is(await reconciler.pass(), 0);
+  t.deepEqual(await versions(), before, 'no row written');
+  t.deepEqual(calls, { launches: 0, stops: 0 }, 'no executor called');
+
+  // Back on its address: the pool's health change wakes the loop (its interval is a minute).
+  const loop = new AbortController();
+  const looping = reconciler.run(loop.signal);
+  t.teardown(async () => {
+    loop.abort();
+    await looping;
+  });
+  const back = await startRecordingExecutor(logger, address);
+  t.teardown(() => back.stop());
+  await eventually(() => back.starts.length === vims.length, 15_000, 'every VIM started on the executor that came back');
+  t.deepEqual(back.starts.map((s) => s.vimId).sort(), vims.map((v) => v.id).sort());
+});
+
+test('a VIM whose start keeps failing is retried at growing intervals, capped; a start resets the backoff', async (t) => {
+  const logger = testLogger();
+  const db = await createTestDatabase(t);
+  const executor = await startRecordingExecutor(logger);
+  t.teardown(() => executor.stop());
+  const { pool, reconciler } = await polled(t, db.orm, executor.address, { startGraceMs: 50 });
+  await eventually(() => pool.live().length === 1, 10_000, 'the executor live');
+  executor.failStarts(1_000);
+  const vim = await insertVim(db.orm, { name: 'failing', assignedAgoMs: 5_000, started: false });
+  type Row = { start_attempts: number; claimed: string; next: string; left_ms: number };
+  const read = async () =>
+    (
+      (await db.orm.em
+        .fork()
+        .getConnection()
+        .execute(
+          `select start_attempts, action_assigned_at::text as claimed, next_attempt_at::text as next,
+             extract(epoch from next_attempt_at - now()) * 1000 as left_ms from vim where id = ?`,
+          [vim.id],
+        )) as Row[]
+    )[0]!;
+  // Passes as fast as a busy loop would make them; the backoff alone spaces the claims.
+  const seen: Row[] = [];
+  await eventually(
+    async () => {
+      await reconciler.pass();
+      const r = await read();
+      if (r.start_attempts > (seen.at(-1)?.start_attempts ?? 0)) {
+        seen.push(r);
+        t.true(Number(r.left_ms) <= 1_600, `attempt ${r.start_attempts}: waits ${r.left_ms} ms, within the 1.6 s cap`);
+      }
+      return r.start_attempts >= 6;
+    },
+    40_000,
+    'six failed starts',
+    25,
+  );
+  t.deepEqual(
+    seen.map((r) => r.start_attempts),
+    [1, 2, 3, 4, 5, 6],
+    'one claim per backoff, none skipped or doubled',
+  );
+  for (let i = 0; i < seen.length; i++) {
+    const r = seen[i]!;
+    // The wait was set after the claim: at least half its cap (equal jitter) past the claim.
+    const cap = Math.min(1_600, 200 * 2 ** i);
+    const waitMs = Date.parse(r.next) - Date.parse(r.claimed);
+    t.true(waitMs >= cap / 2, `attempt ${i + 1}: ${waitMs} ms ≥ ${cap / 2}`);
+    // And no claim came before the time the previous failure set.
+    if (i > 0) t.true(Date.parse(r.claimed) >= Date.parse(seen[i - 1]!.next), `claim ${i + 1} waited for its backoff`);
+  }
+  t.true(Date.parse(seen[4]!.next) - Date.parse(seen[4]!.claimed) >= 800, 'the waits grew: attempt 5 waited at least 0.8 s');
+
+  // Starts work again: the next claim starts it, and the backoff is gone.
+  executor.failStarts(0);
+  await eventually(
+    async () => {
+      await reconciler.pass();
+      return executor.starts.some((s) => s.vimId === vim.id);
+    },
+    10_000,
+    'a successful start',
+    25,
+  );
+  const after = (await db.orm.em
+    .fork()
+    .getConnection()
+    .execute(`select start_attempts, next_attempt_at, action_started from vim where id = ?`, [vim.id])) as Array<Record<string, unknown>>;
+  t.deepEqual(after[0], { start_attempts: 0, next_attempt_at: null, action_started: true });
 });

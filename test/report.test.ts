@@ -6,21 +6,35 @@ import { createConductorReporter } from '../executor/report.js';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { VimMonitorAction2ConductorClient } from '../gen/vimmon/conductor/v1/conductor.js';
 
-const report = { vimId: '5b7a3c1e-2f9d-4e8a-b6c4-1d2e3f4a5b6c', actionId: '7f0c1f52-3d3a-4a51-9a36-5d7f2a0d1e11', status: 'REACHABLE' as const };
+const report = {
+  vimId: '5b7a3c1e-2f9d-4e8a-b6c4-1d2e3f4a5b6c',
+  actionId: '7f0c1f52-3d3a-4a51-9a36-5d7f2a0d1e11',
+  status: 'REACHABLE' as const,
+};
 
 function replying(outcome: () => Promise<{ status: VimStatus }>) {
   return createConductorReporter({ client: { updateVim: outcome } as unknown as VimMonitorAction2ConductorClient, timeoutMs: 1_000 });
 }
 
-const fail = (code: Status, details: string) => () => Promise.reject(new ClientError('/vimmon.conductor.v1.VimMonitorAction2Conductor/UpdateVim', code, details));
+const fail = (code: Status, details: string) => () =>
+  Promise.reject(new ClientError('/vimmon.conductor.v1.VimMonitorAction2Conductor/UpdateVim', code, details));
 
 test('answers: stored, BAD_ACTION', async (t) => {
-  t.deepEqual(await replying(async () => ({ status: VimStatus.VIM_STATUS_REACHABLE }))(report, new AbortController().signal), { kind: 'stored', status: 'REACHABLE' });
-  t.deepEqual(await replying(async () => ({ status: VimStatus.VIM_STATUS_BAD_ACTION }))(report, new AbortController().signal), { kind: 'bad-action' });
+  t.deepEqual(await replying(async () => ({ status: VimStatus.VIM_STATUS_REACHABLE }))(report, new AbortController().signal), {
+    kind: 'stored',
+    status: 'REACHABLE',
+    reason: '',
+  });
+  t.deepEqual(await replying(async () => ({ status: VimStatus.VIM_STATUS_BAD_ACTION }))(report, new AbortController().signal), {
+    kind: 'bad-action',
+  });
 });
 
 test('a stream cut by a proxy or a dying conductor is "nobody answered", not a refusal', async (t) => {
-  const cut = await replying(fail(Status.INTERNAL, 'Received RST_STREAM with code 0 (Call ended without gRPC status)'))(report, new AbortController().signal);
+  const cut = await replying(fail(Status.INTERNAL, 'Received RST_STREAM with code 0 (Call ended without gRPC status)'))(
+    report,
+    new AbortController().signal,
+  );
   t.is(cut.kind, 'unavailable');
   const unavailable = await replying(fail(Status.UNAVAILABLE, 'No connection established'))(report, new AbortController().signal);
   t.is(unavailable.kind, 'unavailable');

@@ -4,11 +4,21 @@ import pg from 'pg';
 import { startConductor } from '../conductor/main.js';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1/conductor.js';
-import { ProbeKind, VimServiceDefinition, type VimServiceClient } from '../gen/vimmon/tacker/v1/vim_service.js';
+import { InvalidArgumentError } from '../common/errors.js';
+import { resolveMonitorPolicy, type MonitorSettings } from '../common/monitor-policy.js';
+import {
+  MonitorPolicy,
+  ProbeKind,
+  Vim,
+  VimServiceDefinition,
+  type UpdateVimRequest,
+  type VimServiceClient,
+} from '../gen/vimmon/tacker/v1/vim_service.js';
 import { startServer } from '../server/main.js';
+import { vimUpdate } from '../server/vim-input.js';
 import { createTestDatabase, unreachableDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
-import { startRecordingExecutor, type RecordingExecutor } from './support/recording-executor.js';
+import { startRecordingExecutor } from './support/recording-executor.js';
 
 const key = Buffer.alloc(32, 7);
 
@@ -72,7 +82,12 @@ test('bad input gets INVALID_ARGUMENT naming the field and writes nothing', asyn
   await grpcError(t, client.registerVim({ ...base, authUrl: 'ftp://x/' }), Status.INVALID_ARGUMENT, 'auth_url');
   await grpcError(t, client.registerVim({ ...base, authUrl: 'not a url' }), Status.INVALID_ARGUMENT, 'auth_url');
   await grpcError(t, client.registerVim({ ...base, authUrl: 'https://u:p@h/v3' }), Status.INVALID_ARGUMENT, 'auth_url');
-  await grpcError(t, client.registerVim({ ...base, monitor: { interval: { seconds: 0, nanos: 5_000_000 } } }), Status.INVALID_ARGUMENT, 'monitor.interval');
+  await grpcError(
+    t,
+    client.registerVim({ ...base, monitor: { interval: { seconds: 0, nanos: 5_000_000 } } }),
+    Status.INVALID_ARGUMENT,
+    'monitor.interval',
+  );
   await grpcError(t, client.registerVim({ ...base, monitor: { count: 50 } }), Status.INVALID_ARGUMENT, 'monitor.count');
   await grpcError(
     t,
@@ -142,7 +157,10 @@ test('update: plain fields keep the action; auth_url or monitor get a new action
   t.is(executor.starts.at(-1)!.authUrl, 'http://10.0.0.9:5000/v3');
   t.deepEqual(executor.stops, [first]);
 
-  const r3 = await client.updateVim({ vim: { id: vim!.id, monitor: { interval: { seconds: 5, nanos: 0 } } }, updateMask: ['monitor.interval'] });
+  const r3 = await client.updateVim({
+    vim: { id: vim!.id, monitor: { interval: { seconds: 5, nanos: 0 } } },
+    updateMask: ['monitor.interval'],
+  });
   t.not(r3.vim!.actionId, r2.vim!.actionId);
   t.is(r3.vim!.monitor!.interval!.seconds, 5);
   t.is(r3.vim!.monitor!.timeout!.seconds, 1, 'other policy fields kept');
@@ -159,7 +177,11 @@ test('update: plain fields keep the action; auth_url or monitor get a new action
   );
   const after = await client.getVim({ id: vim!.id });
   t.is(after.vim!.actionId, r3.vim!.actionId, 'a rejected update changes nothing');
-  await grpcError(t, client.updateVim({ vim: { id: '00000000-0000-4000-8000-000000000000', description: 'x' }, updateMask: ['description'] }), Status.NOT_FOUND);
+  await grpcError(
+    t,
+    client.updateVim({ vim: { id: '00000000-0000-4000-8000-000000000000', description: 'x' }, updateMask: ['description'] }),
+    Status.NOT_FOUND,
+  );
 });
 
 test('a failed start is healed by the reconciler with a new action id', async (t) => {
@@ -221,7 +243,10 @@ test('credentials are sealed to their row: a copied ciphertext does not open els
   const b = await client.registerVim({ ...base, name: 'b', credentials: { token: { bearerToken: 'tok' } } });
   const conn = new pg.Client({ connectionString: db.url });
   await conn.connect();
-  await conn.query(`update vim set credentials_sealed = (select credentials_sealed from vim where id = $1) where id = $2`, [a.vim!.id, b.vim!.id]);
+  await conn.query(`update vim set credentials_sealed = (select credentials_sealed from vim where id = $1) where id = $2`, [
+    a.vim!.id,
+    b.vim!.id,
+  ]);
   await conn.end();
   const err = (await t.throwsAsync(client.getVim({ id: b.vim!.id }))) as unknown as { code: Status };
   t.is(err.code, Status.INTERNAL);
@@ -230,7 +255,15 @@ test('credentials are sealed to their row: a copied ciphertext does not open els
 test('a database that cannot be reached gives UNAVAILABLE, not INTERNAL', async (t) => {
   const { url, orm } = await unreachableDatabase(t);
   const executor = await startRecordingExecutor(testLogger());
-  const server = await startServer({ logger: testLogger(), orm, databaseUrl: url, address: '127.0.0.1:0', executors: [executor.address], key, reconcileIntervalMs: 60_000 });
+  const server = await startServer({
+    logger: testLogger(),
+    orm,
+    databaseUrl: url,
+    address: '127.0.0.1:0',
+    executors: [executor.address],
+    key,
+    reconcileIntervalMs: 60_000,
+  });
   const channel = createChannel(server.address);
   t.teardown(async () => {
     channel.close();
@@ -240,4 +273,36 @@ test('a database that cannot be reached gives UNAVAILABLE, not INTERNAL', async 
   const client = createClient(VimServiceDefinition, channel);
   await grpcError(t, client.registerVim(base), Status.UNAVAILABLE);
   await grpcError(t, client.listVims({}), Status.UNAVAILABLE);
+});
+
+test('vimUpdate: only the fields the mask names are read and checked; monitor.<field> changes that field alone', (t) => {
+  const id = '00000000-0000-4000-8000-000000000001';
+  const vim = (fields: Partial<Vim>): Vim => ({ ...Vim.fromPartial({ id }), ...fields });
+  // An invalid name outside the mask is not looked at.
+  const plain = vimUpdate({ vim: vim({ name: '', description: 'lab', isDefault: false }), updateMask: ['description', 'isDefault'] });
+  t.is(plain.id, id);
+  t.deepEqual([...plain.paths], ['description', 'is_default'], 'camelCase paths become snake_case');
+  t.is(plain.name, undefined);
+  t.is(plain.description, 'lab');
+  t.is(plain.isDefault, false, 'is_default named: false is a value, not "unchanged"');
+  const current: MonitorSettings = { ...resolveMonitorPolicy(undefined), intervalMs: 20_000, timeoutMs: 2_000 };
+  t.is(plain.monitor(current), current, 'no monitor path: the current settings');
+
+  const interval = vimUpdate({
+    vim: vim({ monitor: { ...MonitorPolicy.fromPartial({ count: 9 }), interval: { seconds: 30, nanos: 0 } } }),
+    updateMask: ['monitor.interval'],
+  });
+  t.deepEqual(interval.monitor(current), { ...current, intervalMs: 30_000 }, 'count, not named, keeps its value');
+  const whole = vimUpdate({ vim: vim({ monitor: MonitorPolicy.fromPartial({ count: 2 }) }), updateMask: ['monitor'] });
+  t.deepEqual(whole.monitor(current), resolveMonitorPolicy({ ...MonitorPolicy.fromPartial({}), count: 2 }), 'monitor replaces every field');
+
+  const failure = (request: UpdateVimRequest) => {
+    const err = t.throws(() => vimUpdate(request).monitor(current), { instanceOf: InvalidArgumentError });
+    return err?.field;
+  };
+  t.is(failure({ vim: undefined, updateMask: ['name'] }), 'vim');
+  t.is(failure({ vim: vim({ id: 'nope' }), updateMask: ['name'] }), 'vim.id');
+  t.is(failure({ vim: vim({}), updateMask: ['monitor', 'monitor.count'] }), 'update_mask');
+  t.is(failure({ vim: vim({ authUrl: 'ftp://x' }), updateMask: ['auth_url'] }), 'vim.auth_url');
+  t.is(failure({ vim: vim({ monitor: MonitorPolicy.fromPartial({ count: 99 }) }), updateMask: ['monitor.count'] }), 'vim.monitor.count');
 });

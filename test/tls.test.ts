@@ -42,7 +42,7 @@ test('mutual TLS: the mesh works with certificates from its CA and refuses every
     return createClient(VimServiceDefinition, ch);
   };
   t.teardown(async () => {
-    channels.forEach((c) => c.close());
+    for (const c of channels) c.close();
     await server.stop();
     await executor.stop();
     await conductor.stop();
@@ -57,14 +57,21 @@ test('mutual TLS: the mesh works with certificates from its CA and refuses every
     monitor: { interval: ms(200), timeout: ms(100), reportInterval: ms(300) },
   });
   // REACHABLE proves server → executor and executor → conductor both spoke TLS with client certificates.
-  await eventually(async () => (await trusted.getVim({ id: vim!.id })).vim!.status === VimStatus.VIM_STATUS_REACHABLE, 5_000, 'REACHABLE over TLS');
+  await eventually(
+    async () => (await trusted.getVim({ id: vim!.id })).vim!.status === VimStatus.VIM_STATUS_REACHABLE,
+    5_000,
+    'REACHABLE over TLS',
+  );
 
   for (const [what, credentials] of [
     ['plaintext', undefined],
     ['TLS without a client certificate', ChannelCredentials.createSsl(certs.ca)],
     ['a client certificate from another CA', ChannelCredentials.createSsl(certs.ca, certs.stranger.key, certs.stranger.cert)],
   ] as const) {
-    const err = (await t.throwsAsync(client(credentials).listVims({}, { signal: AbortSignal.timeout(3_000) }))) as unknown as { code: Status; name: string };
+    const err = (await t.throwsAsync(client(credentials).listVims({}, { signal: AbortSignal.timeout(3_000) }))) as unknown as {
+      code: Status;
+      name: string;
+    };
     t.true(err.code === Status.UNAVAILABLE || err.name === 'AbortError', `${what}: refused (${err.code ?? err.name})`);
   }
 });

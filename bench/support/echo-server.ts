@@ -34,7 +34,7 @@ export async function startEchoServer(address = '127.0.0.1:0'): Promise<EchoServ
     { UpdateVim: unary('/vimmon.conductor.v1.VimMonitorAction2Conductor/UpdateVim', UpdateVimRequest, UpdateVimResponse) },
     {
       UpdateVim: (call: grpc.ServerUnaryCall<UpdateVimRequest, UpdateVimResponse>, callback: grpc.sendUnaryData<UpdateVimResponse>) =>
-        callback(null, { status: call.request.status }),
+        callback(null, { status: call.request.status, statusReason: call.request.statusReason }),
     },
   );
   server.addService(

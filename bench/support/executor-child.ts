@@ -17,7 +17,7 @@ const executor = await startExecutor({
   address: '127.0.0.1:0',
   conductorTarget,
 });
-process.stdout.write(JSON.stringify({ address: executor.address, pid: process.pid }) + '\n');
+process.stdout.write(`${JSON.stringify({ address: executor.address, pid: process.pid })}\n`);
 
 let stopping = false;
 async function stop(): Promise<void> {
@@ -32,8 +32,13 @@ lines.on('line', (line) => {
   if (line.trim() === 'stats') {
     const memory = process.memoryUsage();
     const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_size]));
-    const heap = { heapUsed: memory.heapUsed, heapTotal: memory.heapTotal, newSpace: spaces.new_space ?? 0, oldSpace: spaces.old_space ?? 0 };
-    process.stdout.write(JSON.stringify({ ...executor.stats(), ...heap }) + '\n');
+    const heap = {
+      heapUsed: memory.heapUsed,
+      heapTotal: memory.heapTotal,
+      newSpace: spaces.new_space ?? 0,
+      oldSpace: spaces.old_space ?? 0,
+    };
+    process.stdout.write(`${JSON.stringify({ ...executor.stats(), ...heap })}\n`);
   }
 });
 lines.on('close', () => void stop());

@@ -2,7 +2,7 @@
 // the shipped template deploy/haproxy.cfg, so tests and benchmarks exercise the
 // very file operators deploy. Also used by bench/conductor-throughput.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -27,7 +27,8 @@ export function findHaproxy(): string | undefined {
   return undefined;
 }
 
-export const haproxyMissingMessage = 'haproxy is not installed (Debian: apt-get install -y haproxy); CI installs it, so this test fails there instead of skipping';
+export const haproxyMissingMessage =
+  'haproxy is not installed (Debian: apt-get install -y haproxy); CI installs it, so this test fails there instead of skipping';
 
 export interface ConductorProxyOptions {
   /** Exactly the two server lines of the template. */
@@ -67,7 +68,17 @@ export async function startConductorProxy(options: ConductorProxyOptions): Promi
   const binary = findHaproxy();
   if (!binary) throw new Error(haproxyMissingMessage);
   const host = options.host ?? '127.0.0.1';
-  const port = await freePort(host);
+  // A free port may be taken by another test before haproxy binds it: then haproxy exits and we try another.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(binary, host, await freePort(host), options);
+    } catch (err) {
+      if (attempt >= 3 || !/cannot bind|Address already in use/i.test(String(err))) throw err;
+    }
+  }
+}
+
+async function startOnce(binary: string, host: string, port: number, options: ConductorProxyOptions): Promise<RunningHaproxy> {
   const dir = mkdtempSync(path.join(tmpdir(), 'vimmon-haproxy-'));
   const statsSocket = path.join(dir, 'stats.sock');
   const env = {
@@ -91,13 +102,22 @@ export async function startConductorProxy(options: ConductorProxyOptions): Promi
     })());
 
   try {
-    await waitForListening(host, port, exited, options.startTimeoutMs ?? 5_000, () => output);
+    // The port alone could be another process's: haproxy is up once its stats socket exists too.
+    await waitForListening(
+      host,
+      port,
+      exited,
+      options.startTimeoutMs ?? 5_000,
+      () => output,
+      () => existsSync(statsSocket),
+    );
   } catch (err) {
     await stop();
     throw err;
   }
 
-  const serverStats = async () => parseStats(await adminCommand(statsSocket, 'show stat')).filter((s) => s.proxy === 'conductors' && s.server !== 'BACKEND');
+  const serverStats = async () =>
+    parseStats(await adminCommand(statsSocket, 'show stat')).filter((s) => s.proxy === 'conductors' && s.server !== 'BACKEND');
   return {
     address: `${host}:${port}`,
     pid: child.pid!,
@@ -125,7 +145,14 @@ async function terminate(child: ChildProcess, exited: Promise<number | null>): P
   clearTimeout(timer);
 }
 
-async function waitForListening(host: string, port: number, exited: Promise<number | null>, timeoutMs: number, output: () => string): Promise<void> {
+async function waitForListening(
+  host: string,
+  port: number,
+  exited: Promise<number | null>,
+  timeoutMs: number,
+  output: () => string,
+  ready: () => boolean,
+): Promise<void> {
   let exitCode: number | null | undefined;
   void exited.then((code) => (exitCode = code));
   const until = Date.now() + timeoutMs;
@@ -139,7 +166,7 @@ async function waitForListening(host: string, port: number, exited: Promise<numb
       });
       socket.once('error', () => resolve(false));
     });
-    if (ok) return;
+    if (ok && ready()) return;
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`haproxy did not listen on ${host}:${port} within ${timeoutMs}ms:\n${output()}`);
@@ -177,7 +204,10 @@ function parseStats(csv: string): ServerStat[] {
  * The HTTP/2 bytes deploy/haproxy.cfg sends as its gRPC health check, built in
  * code so that a test can prove the template's hex matches what it says.
  */
-export function grpcHealthCheckFrames(service: string, authority = 'vimmon-conductor'): { preface: string; settings: string; headers: string; data: string } {
+export function grpcHealthCheckFrames(
+  service: string,
+  authority = 'vimmon-conductor',
+): { preface: string; settings: string; headers: string; data: string } {
   const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
     const head = Buffer.alloc(9);
     head.writeUIntBE(payload.length, 0, 3);
@@ -195,10 +225,15 @@ export function grpcHealthCheckFrames(service: string, authority = 'vimmon-condu
   const block = Buffer.concat([
     Buffer.from([0x83]), // :method POST (static index 3)
     Buffer.from([0x86]), // :scheme http (static index 6)
-    Buffer.from([0x04]), literal('/grpc.health.v1.Health/Check'), // :path, literal without indexing (name index 4)
-    Buffer.from([0x01]), literal(authority), // :authority (name index 1)
-    Buffer.from([0x0f, 0x10]), literal('application/grpc'), // content-type (name index 31)
-    Buffer.from([0x00]), literal('te'), literal('trailers'), // te, new name
+    Buffer.from([0x04]),
+    literal('/grpc.health.v1.Health/Check'), // :path, literal without indexing (name index 4)
+    Buffer.from([0x01]),
+    literal(authority), // :authority (name index 1)
+    Buffer.from([0x0f, 0x10]),
+    literal('application/grpc'), // content-type (name index 31)
+    Buffer.from([0x00]),
+    literal('te'),
+    literal('trailers'), // te, new name
   ]);
   const message = Buffer.concat([Buffer.from([0x0a]), literal(service)]); // HealthCheckRequest.service = field 1
   const grpcFrame = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);

@@ -107,7 +107,10 @@ export async function startMesh(t: ExecutionContext, options: MeshOptions = {}):
       roles.push(r);
     },
     async query(sql, params = []) {
-      return (await db.orm.em.fork().getConnection().execute(sql, params as unknown[])) as never;
+      return (await db.orm.em
+        .fork()
+        .getConnection()
+        .execute(sql, params as unknown[])) as never;
     },
   };
 }

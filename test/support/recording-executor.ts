@@ -13,7 +13,8 @@ export interface RecordingExecutor {
   stop(): Promise<void>;
 }
 
-export async function startRecordingExecutor(logger: Logger): Promise<RecordingExecutor> {
+/** address: where to listen (default a free port); a fixed one brings an executor back where a server expects it. */
+export async function startRecordingExecutor(logger: Logger, address = '127.0.0.1:0'): Promise<RecordingExecutor> {
   const starts: StartActionRequest[] = [];
   const stops: string[] = [];
   let failing = 0;
@@ -41,6 +42,6 @@ export async function startRecordingExecutor(logger: Logger): Promise<RecordingE
       }),
     ],
   });
-  const port = await server.listen('127.0.0.1:0');
+  const port = await server.listen(address);
   return { address: `127.0.0.1:${port}`, starts, stops, failStarts: (n) => (failing = n), stop: () => server.shutdown() };
 }

@@ -71,7 +71,11 @@ function createAsker(stream: ReflectionStream) {
     });
 }
 
-export async function walkReflection(address: string, version: ReflectionVersion = 'v1', options: { deadlineMs?: number } = {}): Promise<ReflectionWalk> {
+export async function walkReflection(
+  address: string,
+  version: ReflectionVersion = 'v1',
+  options: { deadlineMs?: number } = {},
+): Promise<ReflectionWalk> {
   const Client = loadClientConstructor(version);
   const client = new Client(address, grpc.credentials.createInsecure());
   const stream = (client as unknown as { ServerReflectionInfo(options: grpc.CallOptions): ReflectionStream }).ServerReflectionInfo({
@@ -81,7 +85,9 @@ export async function walkReflection(address: string, version: ReflectionVersion
   const files = new Map<string, FileDescriptorProto>();
   const take = (response: ReflectionResponse, question: string) => {
     if (response.error_response) {
-      throw new Error(`reflection ${version}: ${question}: error ${response.error_response.error_code} ${response.error_response.error_message}`);
+      throw new Error(
+        `reflection ${version}: ${question}: error ${response.error_response.error_code} ${response.error_response.error_message}`,
+      );
     }
     const protos = response.file_descriptor_response?.file_descriptor_proto;
     if (!protos || protos.length === 0) throw new Error(`reflection ${version}: ${question}: no file descriptor in the answer`);
@@ -92,7 +98,8 @@ export async function walkReflection(address: string, version: ReflectionVersion
   };
   try {
     const listed = await ask({ host: '', list_services: '' });
-    if (!listed.list_services_response) throw new Error(`reflection ${version}: list_services: unexpected answer ${listed.message_response}`);
+    if (!listed.list_services_response)
+      throw new Error(`reflection ${version}: list_services: unexpected answer ${listed.message_response}`);
     const services = listed.list_services_response.service.map((s) => s.name);
     for (const name of services) take(await ask({ host: '', file_containing_symbol: name }), `file_containing_symbol ${name}`);
     // Resolve imports by file name until the set is closed.
@@ -153,10 +160,11 @@ function qualifyTypeNames(files: Map<string, FileDescriptorProto>): void {
       let foundElsewhere: string | undefined;
       const candidates: string[] = [];
       if (ref.startsWith('.')) candidates.push(ref);
-      else for (let s = scope; ; s = s.slice(0, Math.max(0, s.lastIndexOf('.')))) {
-        candidates.push(`${s}.${ref}`);
-        if (s === '') break;
-      }
+      else
+        for (let s = scope; ; s = s.slice(0, Math.max(0, s.lastIndexOf('.')))) {
+          candidates.push(`${s}.${ref}`);
+          if (s === '') break;
+        }
       for (const candidate of candidates) {
         const owner = declaredIn.get(candidate);
         if (owner && visible.has(owner)) return candidate;

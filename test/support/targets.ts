@@ -50,7 +50,7 @@ export async function openTcpTarget(host = '127.0.0.1'): Promise<TcpTarget> {
 
 export async function openHttpTarget(status = 200): Promise<{ url: string; hits: number; close(): Promise<void> }> {
   const state = { hits: 0 };
-  const server: HttpServer = createHttpServer((req, res) => {
+  const server: HttpServer = createHttpServer((_req, res) => {
     state.hits++;
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end('{"version":{"id":"v3.14"}}');

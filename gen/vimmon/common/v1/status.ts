@@ -66,3 +66,54 @@ export function vimStatusToJSON(object: VimStatus): string {
       return "UNRECOGNIZED";
   }
 }
+
+/**
+ * Why a VIM has its status, where the status alone does not say it. Only
+ * ever set with VIM_STATUS_UNREACHABLE: the VIM answered, and what it answered
+ * means the mesh cannot use it.
+ */
+export enum VimStatusReason {
+  /** VIM_STATUS_REASON_UNSPECIFIED - Nothing to add: PENDING, REACHABLE, or UNREACHABLE because no answer came. */
+  VIM_STATUS_REASON_UNSPECIFIED = 0,
+  /**
+   * VIM_STATUS_REASON_CREDENTIALS_REJECTED - The VIM refused its credentials: Keystone or the Kubernetes API server
+   * answered 401 or 403, or the OpenID provider refused to issue a token
+   * (PROBE_KIND_AUTH).
+   */
+  VIM_STATUS_REASON_CREDENTIALS_REJECTED = 1,
+  /** VIM_STATUS_REASON_CERTIFICATE_REJECTED - The VIM's TLS certificate does not verify against its ssl_ca_cert. */
+  VIM_STATUS_REASON_CERTIFICATE_REJECTED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function vimStatusReasonFromJSON(object: any): VimStatusReason {
+  switch (object) {
+    case 0:
+    case "VIM_STATUS_REASON_UNSPECIFIED":
+      return VimStatusReason.VIM_STATUS_REASON_UNSPECIFIED;
+    case 1:
+    case "VIM_STATUS_REASON_CREDENTIALS_REJECTED":
+      return VimStatusReason.VIM_STATUS_REASON_CREDENTIALS_REJECTED;
+    case 2:
+    case "VIM_STATUS_REASON_CERTIFICATE_REJECTED":
+      return VimStatusReason.VIM_STATUS_REASON_CERTIFICATE_REJECTED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return VimStatusReason.UNRECOGNIZED;
+  }
+}
+
+export function vimStatusReasonToJSON(object: VimStatusReason): string {
+  switch (object) {
+    case VimStatusReason.VIM_STATUS_REASON_UNSPECIFIED:
+      return "VIM_STATUS_REASON_UNSPECIFIED";
+    case VimStatusReason.VIM_STATUS_REASON_CREDENTIALS_REJECTED:
+      return "VIM_STATUS_REASON_CREDENTIALS_REJECTED";
+    case VimStatusReason.VIM_STATUS_REASON_CERTIFICATE_REJECTED:
+      return "VIM_STATUS_REASON_CERTIFICATE_REJECTED";
+    case VimStatusReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}

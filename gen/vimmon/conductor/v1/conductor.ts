@@ -7,7 +7,14 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { CallContext, CallOptions } from "nice-grpc-common";
-import { VimStatus, vimStatusFromJSON, vimStatusToJSON } from "../../common/v1/status.js";
+import {
+  VimStatus,
+  vimStatusFromJSON,
+  VimStatusReason,
+  vimStatusReasonFromJSON,
+  vimStatusReasonToJSON,
+  vimStatusToJSON,
+} from "../../common/v1/status.js";
 
 export const protobufPackage = "vimmon.conductor.v1";
 
@@ -18,14 +25,21 @@ export interface UpdateVimRequest {
   /** VIM_STATUS_PENDING, VIM_STATUS_REACHABLE or VIM_STATUS_UNREACHABLE. */
   status: VimStatus;
   actionId: string;
+  /**
+   * Only with VIM_STATUS_UNREACHABLE: why the VIM refused. A change of reason
+   * alone is stored as a change (an event).
+   */
+  statusReason: VimStatusReason;
 }
 
 export interface UpdateVimResponse {
   status: VimStatus;
+  /** The reason now stored with status. */
+  statusReason: VimStatusReason;
 }
 
 function createBaseUpdateVimRequest(): UpdateVimRequest {
-  return { vimId: "", status: 0, actionId: "" };
+  return { vimId: "", status: 0, actionId: "", statusReason: 0 };
 }
 
 export const UpdateVimRequest: MessageFns<UpdateVimRequest> = {
@@ -38,6 +52,9 @@ export const UpdateVimRequest: MessageFns<UpdateVimRequest> = {
     }
     if (message.actionId !== "") {
       writer.uint32(26).string(message.actionId);
+    }
+    if (message.statusReason !== 0) {
+      writer.uint32(32).int32(message.statusReason);
     }
     return writer;
   },
@@ -79,6 +96,14 @@ export const UpdateVimRequest: MessageFns<UpdateVimRequest> = {
             message.actionId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.statusReason = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -104,6 +129,11 @@ export const UpdateVimRequest: MessageFns<UpdateVimRequest> = {
         : isSet(object.action_id)
         ? globalThis.String(object.action_id)
         : "",
+      statusReason: isSet(object.statusReason)
+        ? vimStatusReasonFromJSON(object.statusReason)
+        : isSet(object.status_reason)
+        ? vimStatusReasonFromJSON(object.status_reason)
+        : 0,
     };
   },
 
@@ -118,6 +148,9 @@ export const UpdateVimRequest: MessageFns<UpdateVimRequest> = {
     if (message.actionId !== "") {
       obj.actionId = message.actionId;
     }
+    if (message.statusReason !== 0) {
+      obj.statusReason = vimStatusReasonToJSON(message.statusReason);
+    }
     return obj;
   },
 
@@ -129,18 +162,22 @@ export const UpdateVimRequest: MessageFns<UpdateVimRequest> = {
     message.vimId = object.vimId ?? "";
     message.status = object.status ?? 0;
     message.actionId = object.actionId ?? "";
+    message.statusReason = object.statusReason ?? 0;
     return message;
   },
 };
 
 function createBaseUpdateVimResponse(): UpdateVimResponse {
-  return { status: 0 };
+  return { status: 0, statusReason: 0 };
 }
 
 export const UpdateVimResponse: MessageFns<UpdateVimResponse> = {
   encode(message: UpdateVimResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.status !== 0) {
       writer.uint32(8).int32(message.status);
+    }
+    if (message.statusReason !== 0) {
+      writer.uint32(16).int32(message.statusReason);
     }
     return writer;
   },
@@ -166,6 +203,14 @@ export const UpdateVimResponse: MessageFns<UpdateVimResponse> = {
             message.status = reader.int32() as any;
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.statusReason = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -179,13 +224,23 @@ export const UpdateVimResponse: MessageFns<UpdateVimResponse> = {
   },
 
   fromJSON(object: any): UpdateVimResponse {
-    return { status: isSet(object.status) ? vimStatusFromJSON(object.status) : 0 };
+    return {
+      status: isSet(object.status) ? vimStatusFromJSON(object.status) : 0,
+      statusReason: isSet(object.statusReason)
+        ? vimStatusReasonFromJSON(object.statusReason)
+        : isSet(object.status_reason)
+        ? vimStatusReasonFromJSON(object.status_reason)
+        : 0,
+    };
   },
 
   toJSON(message: UpdateVimResponse): unknown {
     const obj: any = {};
     if (message.status !== 0) {
       obj.status = vimStatusToJSON(message.status);
+    }
+    if (message.statusReason !== 0) {
+      obj.statusReason = vimStatusReasonToJSON(message.statusReason);
     }
     return obj;
   },
@@ -196,6 +251,7 @@ export const UpdateVimResponse: MessageFns<UpdateVimResponse> = {
   fromPartial(object: DeepPartial<UpdateVimResponse>): UpdateVimResponse {
     const message = createBaseUpdateVimResponse();
     message.status = object.status ?? 0;
+    message.statusReason = object.statusReason ?? 0;
     return message;
   },
 };

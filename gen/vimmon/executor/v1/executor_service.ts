@@ -9,8 +9,15 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { CallContext, CallOptions } from "nice-grpc-common";
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
-import { VimStatus, vimStatusFromJSON, vimStatusToJSON } from "../../common/v1/status.js";
-import { MonitorPolicy } from "../../tacker/v1/vim_service.js";
+import {
+  VimStatus,
+  vimStatusFromJSON,
+  VimStatusReason,
+  vimStatusReasonFromJSON,
+  vimStatusReasonToJSON,
+  vimStatusToJSON,
+} from "../../common/v1/status.js";
+import { Credentials, MonitorPolicy, VimType, vimTypeFromJSON, vimTypeToJSON } from "../../tacker/v1/vim_service.js";
 
 export const protobufPackage = "vimmon.executor.v1";
 
@@ -77,6 +84,36 @@ export interface StartActionRequest {
    * reports at once when its first round decides otherwise.
    */
   knownStatus: VimStatus;
+  /**
+   * The VIM's CA certificate(s), PEM (its credentials' ssl_ca_cert):
+   * PROBE_KIND_HTTP verifies the VIM's TLS certificate against them and a
+   * certificate that does not verify fails the round ("certificate verify
+   * failed: …"). Empty: an https certificate is not verified.
+   */
+  sslCaCert: string;
+  /**
+   * PROBE_KIND_AUTH only (required there, refused otherwise): what the probe
+   * authenticates with. It holds secrets in clear: it travels only over the
+   * mesh's own channel, is never logged, and ListActions and WatchActions
+   * never return it.
+   */
+  auth:
+    | VimAuth
+    | undefined;
+  /** The reason stored with known_status. */
+  knownStatusReason: VimStatusReason;
+}
+
+/** What an authenticating probe presents to its VIM. */
+export interface VimAuth {
+  type: VimType;
+  /**
+   * OpenStack: the project the token is scoped to (the VIM's `project`, in
+   * the project domain of the credentials); empty: an unscoped token.
+   */
+  project: string;
+  /** One kind of credentials; its ssl_ca_cert is not read (ssl_ca_cert above is). */
+  credentials: Credentials | undefined;
 }
 
 export interface StartActionResponse {
@@ -99,10 +136,17 @@ export interface StopActionResponse {
 export interface ListActionsRequest {
   /** Only actions of these VIMs; empty lists all. */
   vimIds: string[];
+  /** Default 1000, at most 5000 (a page always fits the default 4 MiB message). */
+  pageSize: number;
+  /** next_page_token of the previous page. */
+  pageToken: string;
 }
 
 export interface ListActionsResponse {
+  /** Ordered by action_id. */
   actions: Action[];
+  /** Empty on the last page. */
+  nextPageToken: string;
 }
 
 export interface WatchActionsRequest {
@@ -141,6 +185,8 @@ export interface Action {
   decidedStatus: VimStatus;
   rounds: number;
   failedRoundsInRow: number;
+  /** The reason that goes with decided_status. */
+  decidedStatusReason: VimStatusReason;
 }
 
 export interface ProbeRound {
@@ -155,6 +201,13 @@ export interface ProbeRound {
   /** Why the last attempt failed, when the round failed. */
   error: string;
   decidedStatus: VimStatus;
+  /** When the VIM answered but refused: its credentials, or its certificate. */
+  statusReason: VimStatusReason;
+  /**
+   * This round checked the VIM's credentials, whatever the outcome
+   * (PROBE_KIND_AUTH: the first round, then at most once per report_interval).
+   */
+  credentialsChecked: boolean;
 }
 
 export interface ConductorReply {
@@ -175,7 +228,16 @@ export interface ActionStopped {
 }
 
 function createBaseStartActionRequest(): StartActionRequest {
-  return { actionId: "", vimId: "", authUrl: "", monitor: undefined, knownStatus: 0 };
+  return {
+    actionId: "",
+    vimId: "",
+    authUrl: "",
+    monitor: undefined,
+    knownStatus: 0,
+    sslCaCert: "",
+    auth: undefined,
+    knownStatusReason: 0,
+  };
 }
 
 export const StartActionRequest: MessageFns<StartActionRequest> = {
@@ -194,6 +256,15 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
     }
     if (message.knownStatus !== 0) {
       writer.uint32(40).int32(message.knownStatus);
+    }
+    if (message.sslCaCert !== "") {
+      writer.uint32(50).string(message.sslCaCert);
+    }
+    if (message.auth !== undefined) {
+      VimAuth.encode(message.auth, writer.uint32(58).fork()).join();
+    }
+    if (message.knownStatusReason !== 0) {
+      writer.uint32(64).int32(message.knownStatusReason);
     }
     return writer;
   },
@@ -251,6 +322,30 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
             message.knownStatus = reader.int32() as any;
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.sslCaCert = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.auth = VimAuth.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.knownStatusReason = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -286,6 +381,17 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
         : isSet(object.known_status)
         ? vimStatusFromJSON(object.known_status)
         : 0,
+      sslCaCert: isSet(object.sslCaCert)
+        ? globalThis.String(object.sslCaCert)
+        : isSet(object.ssl_ca_cert)
+        ? globalThis.String(object.ssl_ca_cert)
+        : "",
+      auth: isSet(object.auth) ? VimAuth.fromJSON(object.auth) : undefined,
+      knownStatusReason: isSet(object.knownStatusReason)
+        ? vimStatusReasonFromJSON(object.knownStatusReason)
+        : isSet(object.known_status_reason)
+        ? vimStatusReasonFromJSON(object.known_status_reason)
+        : 0,
     };
   },
 
@@ -306,6 +412,15 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
     if (message.knownStatus !== 0) {
       obj.knownStatus = vimStatusToJSON(message.knownStatus);
     }
+    if (message.sslCaCert !== "") {
+      obj.sslCaCert = message.sslCaCert;
+    }
+    if (message.auth !== undefined) {
+      obj.auth = VimAuth.toJSON(message.auth);
+    }
+    if (message.knownStatusReason !== 0) {
+      obj.knownStatusReason = vimStatusReasonToJSON(message.knownStatusReason);
+    }
     return obj;
   },
 
@@ -321,6 +436,112 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
       ? MonitorPolicy.fromPartial(object.monitor)
       : undefined;
     message.knownStatus = object.knownStatus ?? 0;
+    message.sslCaCert = object.sslCaCert ?? "";
+    message.auth = (object.auth !== undefined && object.auth !== null) ? VimAuth.fromPartial(object.auth) : undefined;
+    message.knownStatusReason = object.knownStatusReason ?? 0;
+    return message;
+  },
+};
+
+function createBaseVimAuth(): VimAuth {
+  return { type: 0, project: "", credentials: undefined };
+}
+
+export const VimAuth: MessageFns<VimAuth> = {
+  encode(message: VimAuth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== 0) {
+      writer.uint32(8).int32(message.type);
+    }
+    if (message.project !== "") {
+      writer.uint32(18).string(message.project);
+    }
+    if (message.credentials !== undefined) {
+      Credentials.encode(message.credentials, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VimAuth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVimAuth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.project = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.credentials = Credentials.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VimAuth {
+    return {
+      type: isSet(object.type) ? vimTypeFromJSON(object.type) : 0,
+      project: isSet(object.project) ? globalThis.String(object.project) : "",
+      credentials: isSet(object.credentials) ? Credentials.fromJSON(object.credentials) : undefined,
+    };
+  },
+
+  toJSON(message: VimAuth): unknown {
+    const obj: any = {};
+    if (message.type !== 0) {
+      obj.type = vimTypeToJSON(message.type);
+    }
+    if (message.project !== "") {
+      obj.project = message.project;
+    }
+    if (message.credentials !== undefined) {
+      obj.credentials = Credentials.toJSON(message.credentials);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VimAuth>): VimAuth {
+    return VimAuth.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VimAuth>): VimAuth {
+    const message = createBaseVimAuth();
+    message.type = object.type ?? 0;
+    message.project = object.project ?? "";
+    message.credentials = (object.credentials !== undefined && object.credentials !== null)
+      ? Credentials.fromPartial(object.credentials)
+      : undefined;
     return message;
   },
 };
@@ -557,13 +778,19 @@ export const StopActionResponse: MessageFns<StopActionResponse> = {
 };
 
 function createBaseListActionsRequest(): ListActionsRequest {
-  return { vimIds: [] };
+  return { vimIds: [], pageSize: 0, pageToken: "" };
 }
 
 export const ListActionsRequest: MessageFns<ListActionsRequest> = {
   encode(message: ListActionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.vimIds) {
       writer.uint32(10).string(v!);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -589,6 +816,22 @@ export const ListActionsRequest: MessageFns<ListActionsRequest> = {
             message.vimIds.push(reader.string());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -608,6 +851,16 @@ export const ListActionsRequest: MessageFns<ListActionsRequest> = {
         : globalThis.Array.isArray(object?.vim_ids)
         ? object.vim_ids.map((e: any) => globalThis.String(e))
         : [],
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -615,6 +868,12 @@ export const ListActionsRequest: MessageFns<ListActionsRequest> = {
     const obj: any = {};
     if (message.vimIds?.length) {
       obj.vimIds = message.vimIds;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
     }
     return obj;
   },
@@ -625,18 +884,23 @@ export const ListActionsRequest: MessageFns<ListActionsRequest> = {
   fromPartial(object: DeepPartial<ListActionsRequest>): ListActionsRequest {
     const message = createBaseListActionsRequest();
     message.vimIds = object.vimIds?.map((e) => e) || [];
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListActionsResponse(): ListActionsResponse {
-  return { actions: [] };
+  return { actions: [], nextPageToken: "" };
 }
 
 export const ListActionsResponse: MessageFns<ListActionsResponse> = {
   encode(message: ListActionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.actions) {
       Action.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -662,6 +926,14 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
             message.actions.push(Action.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -677,6 +949,11 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
   fromJSON(object: any): ListActionsResponse {
     return {
       actions: globalThis.Array.isArray(object?.actions) ? object.actions.map((e: any) => Action.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -684,6 +961,9 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
     const obj: any = {};
     if (message.actions?.length) {
       obj.actions = message.actions.map((e) => Action.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -694,6 +974,7 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
   fromPartial(object: DeepPartial<ListActionsResponse>): ListActionsResponse {
     const message = createBaseListActionsResponse();
     message.actions = object.actions?.map((e) => Action.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -972,6 +1253,7 @@ function createBaseAction(): Action {
     decidedStatus: 0,
     rounds: 0,
     failedRoundsInRow: 0,
+    decidedStatusReason: 0,
   };
 }
 
@@ -1006,6 +1288,9 @@ export const Action: MessageFns<Action> = {
     }
     if (message.failedRoundsInRow !== 0) {
       writer.uint32(80).uint32(message.failedRoundsInRow);
+    }
+    if (message.decidedStatusReason !== 0) {
+      writer.uint32(88).int32(message.decidedStatusReason);
     }
     return writer;
   },
@@ -1103,6 +1388,14 @@ export const Action: MessageFns<Action> = {
             message.failedRoundsInRow = reader.uint32();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.decidedStatusReason = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1159,6 +1452,11 @@ export const Action: MessageFns<Action> = {
         : isSet(object.failed_rounds_in_row)
         ? globalThis.Number(object.failed_rounds_in_row)
         : 0,
+      decidedStatusReason: isSet(object.decidedStatusReason)
+        ? vimStatusReasonFromJSON(object.decidedStatusReason)
+        : isSet(object.decided_status_reason)
+        ? vimStatusReasonFromJSON(object.decided_status_reason)
+        : 0,
     };
   },
 
@@ -1194,6 +1492,9 @@ export const Action: MessageFns<Action> = {
     if (message.failedRoundsInRow !== 0) {
       obj.failedRoundsInRow = Math.round(message.failedRoundsInRow);
     }
+    if (message.decidedStatusReason !== 0) {
+      obj.decidedStatusReason = vimStatusReasonToJSON(message.decidedStatusReason);
+    }
     return obj;
   },
 
@@ -1218,6 +1519,7 @@ export const Action: MessageFns<Action> = {
     message.decidedStatus = object.decidedStatus ?? 0;
     message.rounds = object.rounds ?? 0;
     message.failedRoundsInRow = object.failedRoundsInRow ?? 0;
+    message.decidedStatusReason = object.decidedStatusReason ?? 0;
     return message;
   },
 };
@@ -1231,6 +1533,8 @@ function createBaseProbeRound(): ProbeRound {
     latency: undefined,
     error: "",
     decidedStatus: 0,
+    statusReason: 0,
+    credentialsChecked: false,
   };
 }
 
@@ -1256,6 +1560,12 @@ export const ProbeRound: MessageFns<ProbeRound> = {
     }
     if (message.decidedStatus !== 0) {
       writer.uint32(56).int32(message.decidedStatus);
+    }
+    if (message.statusReason !== 0) {
+      writer.uint32(64).int32(message.statusReason);
+    }
+    if (message.credentialsChecked !== false) {
+      writer.uint32(72).bool(message.credentialsChecked);
     }
     return writer;
   },
@@ -1329,6 +1639,22 @@ export const ProbeRound: MessageFns<ProbeRound> = {
             message.decidedStatus = reader.int32() as any;
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.statusReason = reader.int32() as any;
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.credentialsChecked = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1358,6 +1684,16 @@ export const ProbeRound: MessageFns<ProbeRound> = {
         : isSet(object.decided_status)
         ? vimStatusFromJSON(object.decided_status)
         : 0,
+      statusReason: isSet(object.statusReason)
+        ? vimStatusReasonFromJSON(object.statusReason)
+        : isSet(object.status_reason)
+        ? vimStatusReasonFromJSON(object.status_reason)
+        : 0,
+      credentialsChecked: isSet(object.credentialsChecked)
+        ? globalThis.Boolean(object.credentialsChecked)
+        : isSet(object.credentials_checked)
+        ? globalThis.Boolean(object.credentials_checked)
+        : false,
     };
   },
 
@@ -1384,6 +1720,12 @@ export const ProbeRound: MessageFns<ProbeRound> = {
     if (message.decidedStatus !== 0) {
       obj.decidedStatus = vimStatusToJSON(message.decidedStatus);
     }
+    if (message.statusReason !== 0) {
+      obj.statusReason = vimStatusReasonToJSON(message.statusReason);
+    }
+    if (message.credentialsChecked !== false) {
+      obj.credentialsChecked = message.credentialsChecked;
+    }
     return obj;
   },
 
@@ -1401,6 +1743,8 @@ export const ProbeRound: MessageFns<ProbeRound> = {
       : undefined;
     message.error = object.error ?? "";
     message.decidedStatus = object.decidedStatus ?? 0;
+    message.statusReason = object.statusReason ?? 0;
+    message.credentialsChecked = object.credentialsChecked ?? false;
     return message;
   },
 };
@@ -1700,7 +2044,7 @@ export const ExecutorServiceDefinition = {
       requestStream: false,
       responseType: ListActionsResponse as typeof ListActionsResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
     /** Streams probe rounds, conductor replies, starts and stops. */
     watchActions: {

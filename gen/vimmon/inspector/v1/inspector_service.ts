@@ -29,6 +29,17 @@ export enum AlarmType {
   ALARM_TYPE_HOST_RECOVERED = 5,
   /** ALARM_TYPE_VIM_RECOVERED - An UNREACHABLE VIM became REACHABLE again. */
   ALARM_TYPE_VIM_RECOVERED = 6,
+  /** ALARM_TYPE_HOST_MAINTENANCE_STARTED - A host was put in maintenance (state "IN_MAINTENANCE"). */
+  ALARM_TYPE_HOST_MAINTENANCE_STARTED = 7,
+  /** ALARM_TYPE_HOST_MAINTENANCE_ENDED - A host's maintenance is over (state "MAINTENANCE_COMPLETE"). */
+  ALARM_TYPE_HOST_MAINTENANCE_ENDED = 8,
+  /**
+   * ALARM_TYPE_VIM_CREDENTIALS_REJECTED - A VIM answers but refuses its credentials (PROBE_KIND_AUTH): its status
+   * is UNREACHABLE with status_reason CREDENTIALS_REJECTED. Its own type, not
+   * VIM_UNREACHABLE, because the fix is another (new credentials, not the
+   * network) and subscribers filter on types. ALARM_TYPE_VIM_RECOVERED ends it.
+   */
+  ALARM_TYPE_VIM_CREDENTIALS_REJECTED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -55,6 +66,15 @@ export function alarmTypeFromJSON(object: any): AlarmType {
     case 6:
     case "ALARM_TYPE_VIM_RECOVERED":
       return AlarmType.ALARM_TYPE_VIM_RECOVERED;
+    case 7:
+    case "ALARM_TYPE_HOST_MAINTENANCE_STARTED":
+      return AlarmType.ALARM_TYPE_HOST_MAINTENANCE_STARTED;
+    case 8:
+    case "ALARM_TYPE_HOST_MAINTENANCE_ENDED":
+      return AlarmType.ALARM_TYPE_HOST_MAINTENANCE_ENDED;
+    case 9:
+    case "ALARM_TYPE_VIM_CREDENTIALS_REJECTED":
+      return AlarmType.ALARM_TYPE_VIM_CREDENTIALS_REJECTED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -78,7 +98,55 @@ export function alarmTypeToJSON(object: AlarmType): string {
       return "ALARM_TYPE_HOST_RECOVERED";
     case AlarmType.ALARM_TYPE_VIM_RECOVERED:
       return "ALARM_TYPE_VIM_RECOVERED";
+    case AlarmType.ALARM_TYPE_HOST_MAINTENANCE_STARTED:
+      return "ALARM_TYPE_HOST_MAINTENANCE_STARTED";
+    case AlarmType.ALARM_TYPE_HOST_MAINTENANCE_ENDED:
+      return "ALARM_TYPE_HOST_MAINTENANCE_ENDED";
+    case AlarmType.ALARM_TYPE_VIM_CREDENTIALS_REJECTED:
+      return "ALARM_TYPE_VIM_CREDENTIALS_REJECTED";
     case AlarmType.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Doctor's maintenance states. */
+export enum MaintenanceState {
+  MAINTENANCE_STATE_UNSPECIFIED = 0,
+  /** MAINTENANCE_STATE_IN_MAINTENANCE - Planned work: automatic fault management is off for the host. */
+  MAINTENANCE_STATE_IN_MAINTENANCE = 1,
+  /** MAINTENANCE_STATE_MAINTENANCE_COMPLETE - The work is over: faults are handled again. */
+  MAINTENANCE_STATE_MAINTENANCE_COMPLETE = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function maintenanceStateFromJSON(object: any): MaintenanceState {
+  switch (object) {
+    case 0:
+    case "MAINTENANCE_STATE_UNSPECIFIED":
+      return MaintenanceState.MAINTENANCE_STATE_UNSPECIFIED;
+    case 1:
+    case "MAINTENANCE_STATE_IN_MAINTENANCE":
+      return MaintenanceState.MAINTENANCE_STATE_IN_MAINTENANCE;
+    case 2:
+    case "MAINTENANCE_STATE_MAINTENANCE_COMPLETE":
+      return MaintenanceState.MAINTENANCE_STATE_MAINTENANCE_COMPLETE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MaintenanceState.UNRECOGNIZED;
+  }
+}
+
+export function maintenanceStateToJSON(object: MaintenanceState): string {
+  switch (object) {
+    case MaintenanceState.MAINTENANCE_STATE_UNSPECIFIED:
+      return "MAINTENANCE_STATE_UNSPECIFIED";
+    case MaintenanceState.MAINTENANCE_STATE_IN_MAINTENANCE:
+      return "MAINTENANCE_STATE_IN_MAINTENANCE";
+    case MaintenanceState.MAINTENANCE_STATE_MAINTENANCE_COMPLETE:
+      return "MAINTENANCE_STATE_MAINTENANCE_COMPLETE";
+    case MaintenanceState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -137,8 +205,8 @@ export interface AlarmFilter {
 
 /**
  * A subscriber has a bounded queue (VIMMON_INSPECTOR_SUBSCRIBER_QUEUE alarms,
- * default 10,000; size it above the largest burst: VMs of a host, hosts of one
- * report). More waiting than that ends the stream with RESOURCE_EXHAUSTED; the
+ * default 10,000, and VIMMON_INSPECTOR_SUBSCRIBER_QUEUE_BYTES, default 8 MiB;
+ * size them above the largest burst: VMs of a host, hosts of one report). More waiting than that ends the stream with RESOURCE_EXHAUSTED; the
  * message and the trailer vimmon-resume-after-alarm-id give the after_alarm_id
  * to resume with.
  */
@@ -149,6 +217,14 @@ export interface SubscribeAlarmsRequest {
   /**
    * The id of the last alarm received: the stream starts after it. 0
    * replays every stored alarm first.
+   * Retention (VIMMON_RETENTION_ALARM_*) removes the oldest alarms: an
+   * after_alarm_id below the highest alarm id it removed (i.e. below the
+   * oldest id still held minus 1, when rows were removed) would skip alarms,
+   * so the stream ends with OUT_OF_RANGE instead, naming the oldest alarm id
+   * still held in the message, in a google.rpc.ErrorInfo detail (reason
+   * RESUME_POINT_REMOVED, metadata oldest_held_id) and in the trailer
+   * vimmon-oldest-alarm-id. That id minus 1 and anything above is in range;
+   * 0 never is out of range.
    */
   afterAlarmId: number;
   /**
@@ -164,11 +240,21 @@ export interface Alarm {
   type: AlarmType;
   host: string;
   instanceId: string;
+  /**
+   * Instance alarms: the VM's project; VIM alarms: the VIM's owner project;
+   * host alarms: empty. Readers of a project get its alarms; host alarms
+   * need admin.
+   */
   projectId: string;
   /**
-   * INSTANCE_DOWN: "error" (what the VM is reset to); HOST_DOWN "down",
-   * HOST_RECOVERED "up"; VIM alarms: the VIM's status (UNREACHABLE,
-   * REACHABLE); INSTANCE_RECOVERED: empty (Nova keeps the VM in error).
+   * INSTANCE_DOWN: "error" when the inspector resets the VM to error
+   * (VIMMON_INSPECTOR_RESET_STATE=error); "host_down" when it does not
+   * (=off): the VM keeps its state in Nova, whose host_status (compute
+   * microversion 2.16+) reads DOWN once the host is forced down.
+   * HOST_DOWN "down", HOST_RECOVERED "up"; VIM alarms: the VIM's status
+   * (UNREACHABLE, REACHABLE); INSTANCE_RECOVERED: empty (the host is
+   * un-forced; a VM that was reset stays in error in Nova, one that was not
+   * reads host_status UP again).
    */
   state: string;
   /**
@@ -192,6 +278,11 @@ export interface Alarm {
   vimId: string;
   vimName: string;
   cause: string;
+  /**
+   * Raised for a fault of a host in maintenance: planned work, not a
+   * failure; the inspector called nothing in Nova or Neutron for it.
+   */
+  expected: boolean;
 }
 
 export interface ListAlarmsRequest {
@@ -234,7 +325,10 @@ export interface FaultProfile {
   alarmsStoredAt:
     | Date
     | undefined;
-  /** T04: host forced down in Nova (for "up": un-forced). */
+  /**
+   * T04: host forced down in Nova. For "up" it is also set, to when the host
+   * was un-forced, as before host_unforced_at existed; read host_unforced_at.
+   */
   hostForcedDownAt:
     | Date
     | undefined;
@@ -267,6 +361,41 @@ export interface FaultProfile {
    * the same machine, e.g. to time an alarm from receipt to a consumer.
    */
   receivedAtEpochUs: number;
+  /** For "up": when Nova's compute service of the host was un-forced. */
+  hostUnforcedAt:
+    | Date
+    | undefined;
+  /** From received_at to host_unforced_at. */
+  toHostUnforced:
+    | Duration
+    | undefined;
+  /**
+   * "down" faults: what each VM was reset to, "error"; or "off" when no VM
+   * was reset (VIMMON_INSPECTOR_RESET_STATE=off: the host forced down only,
+   * vms_reset stays 0). Empty for "up" faults.
+   */
+  resetState: string;
+  /**
+   * Neutron (VIMMON_INSPECTOR_NEUTRON=on): the ports bound to the host
+   * (binding:host_id), those whose data_plane_status was set (DOWN for
+   * "down", ACTIVE for "up"; a port already so is not counted), those that
+   * failed for good, and when the last one was set.
+   */
+  portCount: number;
+  portsUpdated: number;
+  portsFailed: number;
+  portsUpdatedAt:
+    | Date
+    | undefined;
+  /** From received_at to ports_updated_at. */
+  toPortsUpdated:
+    | Duration
+    | undefined;
+  /**
+   * The host was in maintenance: alarms marked expected, nothing called
+   * (errors says since when and why).
+   */
+  expected: boolean;
 }
 
 export interface ListFaultProfilesRequest {
@@ -293,13 +422,23 @@ export interface GetStatusRequest {
 
 export interface HostState {
   host: string;
-  /** "down". */
+  /**
+   * "down" (ListAffectedInstances also answers "up": a host the inspector
+   * knows nothing of is up, with since and fault_id unset).
+   */
   state: string;
   since: Date | undefined;
   faultId: string;
   vmCount: number;
   /** Nova work for the fault is over. */
   novaDone: boolean;
+  /**
+   * When Nova answered the force-down of the host's nova-compute service for
+   * this fault. Unset until then, when the call failed or Nova is not
+   * configured, and after a restart of the inspector for a force-down made
+   * before it (nova_done then says the work is over).
+   */
+  forcedDownAt: Date | undefined;
 }
 
 export interface GetStatusResponse {
@@ -319,7 +458,128 @@ export interface GetStatusResponse {
   missingConfig: string[];
   novaCallsInFlight: number;
   novaCallsQueued: number;
+  /**
+   * The first 1000 hosts known down, by host name; ListHostsDown pages
+   * through all of them.
+   */
   hostsDown: HostState[];
+  /** How many hosts are known down. */
+  hostsDownTotal: number;
+  /**
+   * Alarms the store could not write (a row the database refused): kept aside
+   * in the alarm_quarantine table, logged, never blocking the others.
+   */
+  alarmsQuarantined: number;
+  /**
+   * VIMMON_INSPECTOR_RESET_STATE: "error" (each VM of a failed host is
+   * reset to error) or "off" (the host is forced down only).
+   */
+  resetState: string;
+  /**
+   * Ports' data-plane status is set on faults (VIMMON_INSPECTOR_NEUTRON=on
+   * and OpenStack configured).
+   */
+  neutronConfigured: boolean;
+  /** How many hosts are in maintenance. */
+  hostsInMaintenance: number;
+}
+
+export interface ListHostsDownRequest {
+  /** Default 100, at most 1000. */
+  pageSize: number;
+  /** next_page_token of the previous page. */
+  pageToken: string;
+}
+
+export interface ListHostsDownResponse {
+  hosts: HostState[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface ListAffectedInstancesRequest {
+  /** The nova-compute host name. One of host and fault_id. */
+  host: string;
+  /**
+   * A fault id (ReportEvents' fault_ids, an alarm's fault_id): its host is
+   * answered while that fault is the host's current state; an older fault
+   * is NOT_FOUND (ask by host).
+   */
+  faultId: string;
+  /** Default 100, at most 1000; a page is also cut to fit the reply size. */
+  pageSize: number;
+  /** next_page_token of the previous page, with the same host or fault_id. */
+  pageToken: string;
+}
+
+export interface AffectedInstance {
+  instanceId: string;
+  instanceName: string;
+  projectId: string;
+  /**
+   * vm_state as the cache last knew it (snapshot or notification), e.g.
+   * "active", "error"; empty when unknown.
+   */
+  vmState: string;
+}
+
+export interface ListAffectedInstancesResponse {
+  /**
+   * The host's state: down, since when, by which fault, forced down when.
+   * For a reader (not admin) vm_count counts only the VMs they may see.
+   */
+  host:
+    | HostState
+    | undefined;
+  /** The VMs the cache places on the host now, in instance id order. */
+  instances: AffectedInstance[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface SetHostMaintenanceRequest {
+  /** The nova-compute host name, as in fault events. */
+  host: string;
+  /** Required. */
+  state: MaintenanceState;
+  /**
+   * Optional: the maintenance session (Doctor's session_id), kept and put on
+   * the alarms as monitor_event_id.
+   */
+  sessionId: string;
+  /** Optional: why, kept and put on the alarms as cause. */
+  reason: string;
+}
+
+export interface SetHostMaintenanceResponse {
+  /** The host's maintenance now; unset once it is over. */
+  maintenance:
+    | HostMaintenance
+    | undefined;
+  /** False when the host was in that state already: nothing changed, no alarm. */
+  changed: boolean;
+}
+
+export interface HostMaintenance {
+  host: string;
+  since: Date | undefined;
+  sessionId: string;
+  reason: string;
+  /** Who put the host in maintenance (the caller's principal name). */
+  setBy: string;
+}
+
+export interface ListHostsInMaintenanceRequest {
+  /** Default 100, at most 1000. */
+  pageSize: number;
+  /** next_page_token of the previous page. */
+  pageToken: string;
+}
+
+export interface ListHostsInMaintenanceResponse {
+  hosts: HostMaintenance[];
+  /** Empty on the last page. */
+  nextPageToken: string;
 }
 
 function createBaseFaultEvent(): FaultEvent {
@@ -1012,6 +1272,7 @@ function createBaseAlarm(): Alarm {
     vimId: "",
     vimName: "",
     cause: "",
+    expected: false,
   };
 }
 
@@ -1067,6 +1328,9 @@ export const Alarm: MessageFns<Alarm> = {
     }
     if (message.cause !== "") {
       writer.uint32(138).string(message.cause);
+    }
+    if (message.expected !== false) {
+      writer.uint32(144).bool(message.expected);
     }
     return writer;
   },
@@ -1220,6 +1484,14 @@ export const Alarm: MessageFns<Alarm> = {
             message.cause = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.expected = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1295,6 +1567,7 @@ export const Alarm: MessageFns<Alarm> = {
         ? globalThis.String(object.vim_name)
         : "",
       cause: isSet(object.cause) ? globalThis.String(object.cause) : "",
+      expected: isSet(object.expected) ? globalThis.Boolean(object.expected) : false,
     };
   },
 
@@ -1351,6 +1624,9 @@ export const Alarm: MessageFns<Alarm> = {
     if (message.cause !== "") {
       obj.cause = message.cause;
     }
+    if (message.expected !== false) {
+      obj.expected = message.expected;
+    }
     return obj;
   },
 
@@ -1376,6 +1652,7 @@ export const Alarm: MessageFns<Alarm> = {
     message.vimId = object.vimId ?? "";
     message.vimName = object.vimName ?? "";
     message.cause = object.cause ?? "";
+    message.expected = object.expected ?? false;
     return message;
   },
 };
@@ -1608,6 +1885,15 @@ function createBaseFaultProfile(): FaultProfile {
     toLastVmReset: undefined,
     toCompleted: undefined,
     receivedAtEpochUs: 0,
+    hostUnforcedAt: undefined,
+    toHostUnforced: undefined,
+    resetState: "",
+    portCount: 0,
+    portsUpdated: 0,
+    portsFailed: 0,
+    portsUpdatedAt: undefined,
+    toPortsUpdated: undefined,
+    expected: false,
   };
 }
 
@@ -1690,6 +1976,33 @@ export const FaultProfile: MessageFns<FaultProfile> = {
     }
     if (message.receivedAtEpochUs !== 0) {
       writer.uint32(208).uint64(message.receivedAtEpochUs);
+    }
+    if (message.hostUnforcedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.hostUnforcedAt), writer.uint32(218).fork()).join();
+    }
+    if (message.toHostUnforced !== undefined) {
+      Duration.encode(message.toHostUnforced, writer.uint32(226).fork()).join();
+    }
+    if (message.resetState !== "") {
+      writer.uint32(322).string(message.resetState);
+    }
+    if (message.portCount !== 0) {
+      writer.uint32(400).uint32(message.portCount);
+    }
+    if (message.portsUpdated !== 0) {
+      writer.uint32(408).uint32(message.portsUpdated);
+    }
+    if (message.portsFailed !== 0) {
+      writer.uint32(416).uint32(message.portsFailed);
+    }
+    if (message.portsUpdatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.portsUpdatedAt), writer.uint32(426).fork()).join();
+    }
+    if (message.toPortsUpdated !== undefined) {
+      Duration.encode(message.toPortsUpdated, writer.uint32(434).fork()).join();
+    }
+    if (message.expected !== false) {
+      writer.uint32(440).bool(message.expected);
     }
     return writer;
   },
@@ -1915,6 +2228,78 @@ export const FaultProfile: MessageFns<FaultProfile> = {
             message.receivedAtEpochUs = longToNumber(reader.uint64());
             continue;
           }
+          case 27: {
+            if (tag !== 218) {
+              break;
+            }
+
+            message.hostUnforcedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 28: {
+            if (tag !== 226) {
+              break;
+            }
+
+            message.toHostUnforced = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.resetState = reader.string();
+            continue;
+          }
+          case 50: {
+            if (tag !== 400) {
+              break;
+            }
+
+            message.portCount = reader.uint32();
+            continue;
+          }
+          case 51: {
+            if (tag !== 408) {
+              break;
+            }
+
+            message.portsUpdated = reader.uint32();
+            continue;
+          }
+          case 52: {
+            if (tag !== 416) {
+              break;
+            }
+
+            message.portsFailed = reader.uint32();
+            continue;
+          }
+          case 53: {
+            if (tag !== 426) {
+              break;
+            }
+
+            message.portsUpdatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 54: {
+            if (tag !== 434) {
+              break;
+            }
+
+            message.toPortsUpdated = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 55: {
+            if (tag !== 440) {
+              break;
+            }
+
+            message.expected = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2041,6 +2426,47 @@ export const FaultProfile: MessageFns<FaultProfile> = {
         : isSet(object.received_at_epoch_us)
         ? globalThis.Number(object.received_at_epoch_us)
         : 0,
+      hostUnforcedAt: isSet(object.hostUnforcedAt)
+        ? fromJsonTimestamp(object.hostUnforcedAt)
+        : isSet(object.host_unforced_at)
+        ? fromJsonTimestamp(object.host_unforced_at)
+        : undefined,
+      toHostUnforced: isSet(object.toHostUnforced)
+        ? Duration.fromJSON(object.toHostUnforced)
+        : isSet(object.to_host_unforced)
+        ? Duration.fromJSON(object.to_host_unforced)
+        : undefined,
+      resetState: isSet(object.resetState)
+        ? globalThis.String(object.resetState)
+        : isSet(object.reset_state)
+        ? globalThis.String(object.reset_state)
+        : "",
+      portCount: isSet(object.portCount)
+        ? globalThis.Number(object.portCount)
+        : isSet(object.port_count)
+        ? globalThis.Number(object.port_count)
+        : 0,
+      portsUpdated: isSet(object.portsUpdated)
+        ? globalThis.Number(object.portsUpdated)
+        : isSet(object.ports_updated)
+        ? globalThis.Number(object.ports_updated)
+        : 0,
+      portsFailed: isSet(object.portsFailed)
+        ? globalThis.Number(object.portsFailed)
+        : isSet(object.ports_failed)
+        ? globalThis.Number(object.ports_failed)
+        : 0,
+      portsUpdatedAt: isSet(object.portsUpdatedAt)
+        ? fromJsonTimestamp(object.portsUpdatedAt)
+        : isSet(object.ports_updated_at)
+        ? fromJsonTimestamp(object.ports_updated_at)
+        : undefined,
+      toPortsUpdated: isSet(object.toPortsUpdated)
+        ? Duration.fromJSON(object.toPortsUpdated)
+        : isSet(object.to_ports_updated)
+        ? Duration.fromJSON(object.to_ports_updated)
+        : undefined,
+      expected: isSet(object.expected) ? globalThis.Boolean(object.expected) : false,
     };
   },
 
@@ -2124,6 +2550,33 @@ export const FaultProfile: MessageFns<FaultProfile> = {
     if (message.receivedAtEpochUs !== 0) {
       obj.receivedAtEpochUs = Math.round(message.receivedAtEpochUs);
     }
+    if (message.hostUnforcedAt !== undefined) {
+      obj.hostUnforcedAt = message.hostUnforcedAt.toISOString();
+    }
+    if (message.toHostUnforced !== undefined) {
+      obj.toHostUnforced = Duration.toJSON(message.toHostUnforced);
+    }
+    if (message.resetState !== "") {
+      obj.resetState = message.resetState;
+    }
+    if (message.portCount !== 0) {
+      obj.portCount = Math.round(message.portCount);
+    }
+    if (message.portsUpdated !== 0) {
+      obj.portsUpdated = Math.round(message.portsUpdated);
+    }
+    if (message.portsFailed !== 0) {
+      obj.portsFailed = Math.round(message.portsFailed);
+    }
+    if (message.portsUpdatedAt !== undefined) {
+      obj.portsUpdatedAt = message.portsUpdatedAt.toISOString();
+    }
+    if (message.toPortsUpdated !== undefined) {
+      obj.toPortsUpdated = Duration.toJSON(message.toPortsUpdated);
+    }
+    if (message.expected !== false) {
+      obj.expected = message.expected;
+    }
     return obj;
   },
 
@@ -2168,6 +2621,19 @@ export const FaultProfile: MessageFns<FaultProfile> = {
       ? Duration.fromPartial(object.toCompleted)
       : undefined;
     message.receivedAtEpochUs = object.receivedAtEpochUs ?? 0;
+    message.hostUnforcedAt = object.hostUnforcedAt ?? undefined;
+    message.toHostUnforced = (object.toHostUnforced !== undefined && object.toHostUnforced !== null)
+      ? Duration.fromPartial(object.toHostUnforced)
+      : undefined;
+    message.resetState = object.resetState ?? "";
+    message.portCount = object.portCount ?? 0;
+    message.portsUpdated = object.portsUpdated ?? 0;
+    message.portsFailed = object.portsFailed ?? 0;
+    message.portsUpdatedAt = object.portsUpdatedAt ?? undefined;
+    message.toPortsUpdated = (object.toPortsUpdated !== undefined && object.toPortsUpdated !== null)
+      ? Duration.fromPartial(object.toPortsUpdated)
+      : undefined;
+    message.expected = object.expected ?? false;
     return message;
   },
 };
@@ -2523,7 +2989,7 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseHostState(): HostState {
-  return { host: "", state: "", since: undefined, faultId: "", vmCount: 0, novaDone: false };
+  return { host: "", state: "", since: undefined, faultId: "", vmCount: 0, novaDone: false, forcedDownAt: undefined };
 }
 
 export const HostState: MessageFns<HostState> = {
@@ -2545,6 +3011,9 @@ export const HostState: MessageFns<HostState> = {
     }
     if (message.novaDone !== false) {
       writer.uint32(48).bool(message.novaDone);
+    }
+    if (message.forcedDownAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.forcedDownAt), writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -2610,6 +3079,14 @@ export const HostState: MessageFns<HostState> = {
             message.novaDone = reader.bool();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.forcedDownAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2642,6 +3119,11 @@ export const HostState: MessageFns<HostState> = {
         : isSet(object.nova_done)
         ? globalThis.Boolean(object.nova_done)
         : false,
+      forcedDownAt: isSet(object.forcedDownAt)
+        ? fromJsonTimestamp(object.forcedDownAt)
+        : isSet(object.forced_down_at)
+        ? fromJsonTimestamp(object.forced_down_at)
+        : undefined,
     };
   },
 
@@ -2665,6 +3147,9 @@ export const HostState: MessageFns<HostState> = {
     if (message.novaDone !== false) {
       obj.novaDone = message.novaDone;
     }
+    if (message.forcedDownAt !== undefined) {
+      obj.forcedDownAt = message.forcedDownAt.toISOString();
+    }
     return obj;
   },
 
@@ -2679,6 +3164,7 @@ export const HostState: MessageFns<HostState> = {
     message.faultId = object.faultId ?? "";
     message.vmCount = object.vmCount ?? 0;
     message.novaDone = object.novaDone ?? false;
+    message.forcedDownAt = object.forcedDownAt ?? undefined;
     return message;
   },
 };
@@ -2699,6 +3185,11 @@ function createBaseGetStatusResponse(): GetStatusResponse {
     novaCallsInFlight: 0,
     novaCallsQueued: 0,
     hostsDown: [],
+    hostsDownTotal: 0,
+    alarmsQuarantined: 0,
+    resetState: "",
+    neutronConfigured: false,
+    hostsInMaintenance: 0,
   };
 }
 
@@ -2745,6 +3236,21 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     for (const v of message.hostsDown) {
       HostState.encode(v!, writer.uint32(114).fork()).join();
+    }
+    if (message.hostsDownTotal !== 0) {
+      writer.uint32(120).uint32(message.hostsDownTotal);
+    }
+    if (message.alarmsQuarantined !== 0) {
+      writer.uint32(128).uint64(message.alarmsQuarantined);
+    }
+    if (message.resetState !== "") {
+      writer.uint32(322).string(message.resetState);
+    }
+    if (message.neutronConfigured !== false) {
+      writer.uint32(400).bool(message.neutronConfigured);
+    }
+    if (message.hostsInMaintenance !== 0) {
+      writer.uint32(408).uint32(message.hostsInMaintenance);
     }
     return writer;
   },
@@ -2874,6 +3380,46 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.hostsDown.push(HostState.decode(reader, reader.uint32()));
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.hostsDownTotal = reader.uint32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.alarmsQuarantined = longToNumber(reader.uint64());
+            continue;
+          }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.resetState = reader.string();
+            continue;
+          }
+          case 50: {
+            if (tag !== 400) {
+              break;
+            }
+
+            message.neutronConfigured = reader.bool();
+            continue;
+          }
+          case 51: {
+            if (tag !== 408) {
+              break;
+            }
+
+            message.hostsInMaintenance = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2954,6 +3500,31 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
         : globalThis.Array.isArray(object?.hosts_down)
         ? object.hosts_down.map((e: any) => HostState.fromJSON(e))
         : [],
+      hostsDownTotal: isSet(object.hostsDownTotal)
+        ? globalThis.Number(object.hostsDownTotal)
+        : isSet(object.hosts_down_total)
+        ? globalThis.Number(object.hosts_down_total)
+        : 0,
+      alarmsQuarantined: isSet(object.alarmsQuarantined)
+        ? globalThis.Number(object.alarmsQuarantined)
+        : isSet(object.alarms_quarantined)
+        ? globalThis.Number(object.alarms_quarantined)
+        : 0,
+      resetState: isSet(object.resetState)
+        ? globalThis.String(object.resetState)
+        : isSet(object.reset_state)
+        ? globalThis.String(object.reset_state)
+        : "",
+      neutronConfigured: isSet(object.neutronConfigured)
+        ? globalThis.Boolean(object.neutronConfigured)
+        : isSet(object.neutron_configured)
+        ? globalThis.Boolean(object.neutron_configured)
+        : false,
+      hostsInMaintenance: isSet(object.hostsInMaintenance)
+        ? globalThis.Number(object.hostsInMaintenance)
+        : isSet(object.hosts_in_maintenance)
+        ? globalThis.Number(object.hosts_in_maintenance)
+        : 0,
     };
   },
 
@@ -3001,6 +3572,21 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     if (message.hostsDown?.length) {
       obj.hostsDown = message.hostsDown.map((e) => HostState.toJSON(e));
     }
+    if (message.hostsDownTotal !== 0) {
+      obj.hostsDownTotal = Math.round(message.hostsDownTotal);
+    }
+    if (message.alarmsQuarantined !== 0) {
+      obj.alarmsQuarantined = Math.round(message.alarmsQuarantined);
+    }
+    if (message.resetState !== "") {
+      obj.resetState = message.resetState;
+    }
+    if (message.neutronConfigured !== false) {
+      obj.neutronConfigured = message.neutronConfigured;
+    }
+    if (message.hostsInMaintenance !== 0) {
+      obj.hostsInMaintenance = Math.round(message.hostsInMaintenance);
+    }
     return obj;
   },
 
@@ -3023,6 +3609,1093 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.novaCallsInFlight = object.novaCallsInFlight ?? 0;
     message.novaCallsQueued = object.novaCallsQueued ?? 0;
     message.hostsDown = object.hostsDown?.map((e) => HostState.fromPartial(e)) || [];
+    message.hostsDownTotal = object.hostsDownTotal ?? 0;
+    message.alarmsQuarantined = object.alarmsQuarantined ?? 0;
+    message.resetState = object.resetState ?? "";
+    message.neutronConfigured = object.neutronConfigured ?? false;
+    message.hostsInMaintenance = object.hostsInMaintenance ?? 0;
+    return message;
+  },
+};
+
+function createBaseListHostsDownRequest(): ListHostsDownRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListHostsDownRequest: MessageFns<ListHostsDownRequest> = {
+  encode(message: ListHostsDownRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHostsDownRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHostsDownRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHostsDownRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHostsDownRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHostsDownRequest>): ListHostsDownRequest {
+    return ListHostsDownRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHostsDownRequest>): ListHostsDownRequest {
+    const message = createBaseListHostsDownRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListHostsDownResponse(): ListHostsDownResponse {
+  return { hosts: [], nextPageToken: "" };
+}
+
+export const ListHostsDownResponse: MessageFns<ListHostsDownResponse> = {
+  encode(message: ListHostsDownResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hosts) {
+      HostState.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHostsDownResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHostsDownResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hosts.push(HostState.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHostsDownResponse {
+    return {
+      hosts: globalThis.Array.isArray(object?.hosts) ? object.hosts.map((e: any) => HostState.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHostsDownResponse): unknown {
+    const obj: any = {};
+    if (message.hosts?.length) {
+      obj.hosts = message.hosts.map((e) => HostState.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHostsDownResponse>): ListHostsDownResponse {
+    return ListHostsDownResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHostsDownResponse>): ListHostsDownResponse {
+    const message = createBaseListHostsDownResponse();
+    message.hosts = object.hosts?.map((e) => HostState.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListAffectedInstancesRequest(): ListAffectedInstancesRequest {
+  return { host: "", faultId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListAffectedInstancesRequest: MessageFns<ListAffectedInstancesRequest> = {
+  encode(message: ListAffectedInstancesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.faultId !== "") {
+      writer.uint32(18).string(message.faultId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAffectedInstancesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAffectedInstancesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.faultId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAffectedInstancesRequest {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      faultId: isSet(object.faultId)
+        ? globalThis.String(object.faultId)
+        : isSet(object.fault_id)
+        ? globalThis.String(object.fault_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAffectedInstancesRequest): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.faultId !== "") {
+      obj.faultId = message.faultId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAffectedInstancesRequest>): ListAffectedInstancesRequest {
+    return ListAffectedInstancesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAffectedInstancesRequest>): ListAffectedInstancesRequest {
+    const message = createBaseListAffectedInstancesRequest();
+    message.host = object.host ?? "";
+    message.faultId = object.faultId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseAffectedInstance(): AffectedInstance {
+  return { instanceId: "", instanceName: "", projectId: "", vmState: "" };
+}
+
+export const AffectedInstance: MessageFns<AffectedInstance> = {
+  encode(message: AffectedInstance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instanceId !== "") {
+      writer.uint32(10).string(message.instanceId);
+    }
+    if (message.instanceName !== "") {
+      writer.uint32(18).string(message.instanceName);
+    }
+    if (message.projectId !== "") {
+      writer.uint32(26).string(message.projectId);
+    }
+    if (message.vmState !== "") {
+      writer.uint32(34).string(message.vmState);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AffectedInstance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAffectedInstance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.instanceName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.projectId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.vmState = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AffectedInstance {
+    return {
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
+      instanceName: isSet(object.instanceName)
+        ? globalThis.String(object.instanceName)
+        : isSet(object.instance_name)
+        ? globalThis.String(object.instance_name)
+        : "",
+      projectId: isSet(object.projectId)
+        ? globalThis.String(object.projectId)
+        : isSet(object.project_id)
+        ? globalThis.String(object.project_id)
+        : "",
+      vmState: isSet(object.vmState)
+        ? globalThis.String(object.vmState)
+        : isSet(object.vm_state)
+        ? globalThis.String(object.vm_state)
+        : "",
+    };
+  },
+
+  toJSON(message: AffectedInstance): unknown {
+    const obj: any = {};
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
+    if (message.instanceName !== "") {
+      obj.instanceName = message.instanceName;
+    }
+    if (message.projectId !== "") {
+      obj.projectId = message.projectId;
+    }
+    if (message.vmState !== "") {
+      obj.vmState = message.vmState;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AffectedInstance>): AffectedInstance {
+    return AffectedInstance.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AffectedInstance>): AffectedInstance {
+    const message = createBaseAffectedInstance();
+    message.instanceId = object.instanceId ?? "";
+    message.instanceName = object.instanceName ?? "";
+    message.projectId = object.projectId ?? "";
+    message.vmState = object.vmState ?? "";
+    return message;
+  },
+};
+
+function createBaseListAffectedInstancesResponse(): ListAffectedInstancesResponse {
+  return { host: undefined, instances: [], nextPageToken: "" };
+}
+
+export const ListAffectedInstancesResponse: MessageFns<ListAffectedInstancesResponse> = {
+  encode(message: ListAffectedInstancesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      HostState.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.instances) {
+      AffectedInstance.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(26).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAffectedInstancesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAffectedInstancesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = HostState.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.instances.push(AffectedInstance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAffectedInstancesResponse {
+    return {
+      host: isSet(object.host) ? HostState.fromJSON(object.host) : undefined,
+      instances: globalThis.Array.isArray(object?.instances)
+        ? object.instances.map((e: any) => AffectedInstance.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAffectedInstancesResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = HostState.toJSON(message.host);
+    }
+    if (message.instances?.length) {
+      obj.instances = message.instances.map((e) => AffectedInstance.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAffectedInstancesResponse>): ListAffectedInstancesResponse {
+    return ListAffectedInstancesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAffectedInstancesResponse>): ListAffectedInstancesResponse {
+    const message = createBaseListAffectedInstancesResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? HostState.fromPartial(object.host) : undefined;
+    message.instances = object.instances?.map((e) => AffectedInstance.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseSetHostMaintenanceRequest(): SetHostMaintenanceRequest {
+  return { host: "", state: 0, sessionId: "", reason: "" };
+}
+
+export const SetHostMaintenanceRequest: MessageFns<SetHostMaintenanceRequest> = {
+  encode(message: SetHostMaintenanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.state !== 0) {
+      writer.uint32(16).int32(message.state);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(26).string(message.sessionId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetHostMaintenanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetHostMaintenanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetHostMaintenanceRequest {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      state: isSet(object.state) ? maintenanceStateFromJSON(object.state) : 0,
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: SetHostMaintenanceRequest): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.state !== 0) {
+      obj.state = maintenanceStateToJSON(message.state);
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SetHostMaintenanceRequest>): SetHostMaintenanceRequest {
+    return SetHostMaintenanceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetHostMaintenanceRequest>): SetHostMaintenanceRequest {
+    const message = createBaseSetHostMaintenanceRequest();
+    message.host = object.host ?? "";
+    message.state = object.state ?? 0;
+    message.sessionId = object.sessionId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseSetHostMaintenanceResponse(): SetHostMaintenanceResponse {
+  return { maintenance: undefined, changed: false };
+}
+
+export const SetHostMaintenanceResponse: MessageFns<SetHostMaintenanceResponse> = {
+  encode(message: SetHostMaintenanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maintenance !== undefined) {
+      HostMaintenance.encode(message.maintenance, writer.uint32(10).fork()).join();
+    }
+    if (message.changed !== false) {
+      writer.uint32(16).bool(message.changed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetHostMaintenanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetHostMaintenanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.maintenance = HostMaintenance.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetHostMaintenanceResponse {
+    return {
+      maintenance: isSet(object.maintenance) ? HostMaintenance.fromJSON(object.maintenance) : undefined,
+      changed: isSet(object.changed) ? globalThis.Boolean(object.changed) : false,
+    };
+  },
+
+  toJSON(message: SetHostMaintenanceResponse): unknown {
+    const obj: any = {};
+    if (message.maintenance !== undefined) {
+      obj.maintenance = HostMaintenance.toJSON(message.maintenance);
+    }
+    if (message.changed !== false) {
+      obj.changed = message.changed;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SetHostMaintenanceResponse>): SetHostMaintenanceResponse {
+    return SetHostMaintenanceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetHostMaintenanceResponse>): SetHostMaintenanceResponse {
+    const message = createBaseSetHostMaintenanceResponse();
+    message.maintenance = (object.maintenance !== undefined && object.maintenance !== null)
+      ? HostMaintenance.fromPartial(object.maintenance)
+      : undefined;
+    message.changed = object.changed ?? false;
+    return message;
+  },
+};
+
+function createBaseHostMaintenance(): HostMaintenance {
+  return { host: "", since: undefined, sessionId: "", reason: "", setBy: "" };
+}
+
+export const HostMaintenance: MessageFns<HostMaintenance> = {
+  encode(message: HostMaintenance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.since !== undefined) {
+      Timestamp.encode(toTimestamp(message.since), writer.uint32(18).fork()).join();
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(26).string(message.sessionId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    if (message.setBy !== "") {
+      writer.uint32(42).string(message.setBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostMaintenance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostMaintenance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.since = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.setBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostMaintenance {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      since: isSet(object.since) ? fromJsonTimestamp(object.since) : undefined,
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      setBy: isSet(object.setBy)
+        ? globalThis.String(object.setBy)
+        : isSet(object.set_by)
+        ? globalThis.String(object.set_by)
+        : "",
+    };
+  },
+
+  toJSON(message: HostMaintenance): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.since !== undefined) {
+      obj.since = message.since.toISOString();
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.setBy !== "") {
+      obj.setBy = message.setBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HostMaintenance>): HostMaintenance {
+    return HostMaintenance.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HostMaintenance>): HostMaintenance {
+    const message = createBaseHostMaintenance();
+    message.host = object.host ?? "";
+    message.since = object.since ?? undefined;
+    message.sessionId = object.sessionId ?? "";
+    message.reason = object.reason ?? "";
+    message.setBy = object.setBy ?? "";
+    return message;
+  },
+};
+
+function createBaseListHostsInMaintenanceRequest(): ListHostsInMaintenanceRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListHostsInMaintenanceRequest: MessageFns<ListHostsInMaintenanceRequest> = {
+  encode(message: ListHostsInMaintenanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHostsInMaintenanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHostsInMaintenanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHostsInMaintenanceRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHostsInMaintenanceRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHostsInMaintenanceRequest>): ListHostsInMaintenanceRequest {
+    return ListHostsInMaintenanceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHostsInMaintenanceRequest>): ListHostsInMaintenanceRequest {
+    const message = createBaseListHostsInMaintenanceRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListHostsInMaintenanceResponse(): ListHostsInMaintenanceResponse {
+  return { hosts: [], nextPageToken: "" };
+}
+
+export const ListHostsInMaintenanceResponse: MessageFns<ListHostsInMaintenanceResponse> = {
+  encode(message: ListHostsInMaintenanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hosts) {
+      HostMaintenance.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHostsInMaintenanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHostsInMaintenanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hosts.push(HostMaintenance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHostsInMaintenanceResponse {
+    return {
+      hosts: globalThis.Array.isArray(object?.hosts) ? object.hosts.map((e: any) => HostMaintenance.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHostsInMaintenanceResponse): unknown {
+    const obj: any = {};
+    if (message.hosts?.length) {
+      obj.hosts = message.hosts.map((e) => HostMaintenance.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHostsInMaintenanceResponse>): ListHostsInMaintenanceResponse {
+    return ListHostsInMaintenanceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHostsInMaintenanceResponse>): ListHostsInMaintenanceResponse {
+    const message = createBaseListHostsInMaintenanceResponse();
+    message.hosts = object.hosts?.map((e) => HostMaintenance.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -3031,7 +4704,8 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
  * OPNFV Doctor's inspector. Monitors report host faults; the inspector finds
  * the host's VMs in its cache, raises alarms to every matching subscriber at
  * once (Doctor's shortcut notifier), then forces the host's nova-compute
- * service down and resets the VMs to error in parallel. VIM status changes
+ * service down and (VIMMON_INSPECTOR_RESET_STATE=error, the default) resets
+ * the VMs to error, in parallel. VIM status changes
  * from the VIM monitor become alarms on the same stream.
  */
 export type InspectorServiceDefinition = typeof InspectorServiceDefinition;
@@ -3075,7 +4749,7 @@ export const InspectorServiceDefinition = {
       requestStream: false,
       responseType: ListAlarmsResponse as typeof ListAlarmsResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
     /** Doctor's profiler points of recent faults, newest first. */
     listFaultProfiles: {
@@ -3084,7 +4758,7 @@ export const InspectorServiceDefinition = {
       requestStream: false,
       responseType: ListFaultProfilesResponse as typeof ListFaultProfilesResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
     getFaultProfile: {
       name: "GetFaultProfile",
@@ -3092,16 +4766,65 @@ export const InspectorServiceDefinition = {
       requestStream: false,
       responseType: GetFaultProfileResponse as typeof GetFaultProfileResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
-    /** Counters, cache and configuration state, hosts known down. */
+    /** Counters, cache and configuration state, the first hosts known down. */
     getStatus: {
       name: "GetStatus",
       requestType: GetStatusRequest as typeof GetStatusRequest,
       requestStream: false,
       responseType: GetStatusResponse as typeof GetStatusResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /** Every host known down, paged by host name. */
+    listHostsDown: {
+      name: "ListHostsDown",
+      requestType: ListHostsDownRequest as typeof ListHostsDownRequest,
+      requestStream: false,
+      responseType: ListHostsDownResponse as typeof ListHostsDownResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /**
+     * Which VMs a host's fault truly affects now, answered from the
+     * inspector's cache without a Nova call: the VMs the cache places on the
+     * host (kept current by Nova's notifications, so a VM evacuated since is
+     * no longer listed), with the host's state as the inspector decided it.
+     * Ask by host or by fault_id. Paged by instance id. Readers see the VMs
+     * of their projects only.
+     */
+    listAffectedInstances: {
+      name: "ListAffectedInstances",
+      requestType: ListAffectedInstancesRequest as typeof ListAffectedInstancesRequest,
+      requestStream: false,
+      responseType: ListAffectedInstancesResponse as typeof ListAffectedInstancesResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /**
+     * Puts a host in maintenance or takes it out (Doctor's IN_MAINTENANCE and
+     * MAINTENANCE_COMPLETE). While a host is in maintenance its faults raise
+     * alarms marked expected and call nothing in Nova or Neutron. Stored: a
+     * restart keeps it. Subscribers get ALARM_TYPE_HOST_MAINTENANCE_STARTED and
+     * _ENDED; asking for the state a host is in already changes nothing.
+     */
+    setHostMaintenance: {
+      name: "SetHostMaintenance",
+      requestType: SetHostMaintenanceRequest as typeof SetHostMaintenanceRequest,
+      requestStream: false,
+      responseType: SetHostMaintenanceResponse as typeof SetHostMaintenanceResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+    /** Every host in maintenance, paged by host name. */
+    listHostsInMaintenance: {
+      name: "ListHostsInMaintenance",
+      requestType: ListHostsInMaintenanceRequest as typeof ListHostsInMaintenanceRequest,
+      requestStream: false,
+      responseType: ListHostsInMaintenanceResponse as typeof ListHostsInMaintenanceResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
   },
 } as const;
@@ -3142,8 +4865,41 @@ export interface InspectorServiceImplementation<CallContextExt = {}> {
     request: GetFaultProfileRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<GetFaultProfileResponse>>;
-  /** Counters, cache and configuration state, hosts known down. */
+  /** Counters, cache and configuration state, the first hosts known down. */
   getStatus(request: GetStatusRequest, context: CallContext & CallContextExt): Promise<DeepPartial<GetStatusResponse>>;
+  /** Every host known down, paged by host name. */
+  listHostsDown(
+    request: ListHostsDownRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListHostsDownResponse>>;
+  /**
+   * Which VMs a host's fault truly affects now, answered from the
+   * inspector's cache without a Nova call: the VMs the cache places on the
+   * host (kept current by Nova's notifications, so a VM evacuated since is
+   * no longer listed), with the host's state as the inspector decided it.
+   * Ask by host or by fault_id. Paged by instance id. Readers see the VMs
+   * of their projects only.
+   */
+  listAffectedInstances(
+    request: ListAffectedInstancesRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListAffectedInstancesResponse>>;
+  /**
+   * Puts a host in maintenance or takes it out (Doctor's IN_MAINTENANCE and
+   * MAINTENANCE_COMPLETE). While a host is in maintenance its faults raise
+   * alarms marked expected and call nothing in Nova or Neutron. Stored: a
+   * restart keeps it. Subscribers get ALARM_TYPE_HOST_MAINTENANCE_STARTED and
+   * _ENDED; asking for the state a host is in already changes nothing.
+   */
+  setHostMaintenance(
+    request: SetHostMaintenanceRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<SetHostMaintenanceResponse>>;
+  /** Every host in maintenance, paged by host name. */
+  listHostsInMaintenance(
+    request: ListHostsInMaintenanceRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListHostsInMaintenanceResponse>>;
 }
 
 export interface InspectorServiceClient<CallOptionsExt = {}> {
@@ -3182,8 +4938,41 @@ export interface InspectorServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<GetFaultProfileRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<GetFaultProfileResponse>;
-  /** Counters, cache and configuration state, hosts known down. */
+  /** Counters, cache and configuration state, the first hosts known down. */
   getStatus(request: DeepPartial<GetStatusRequest>, options?: CallOptions & CallOptionsExt): Promise<GetStatusResponse>;
+  /** Every host known down, paged by host name. */
+  listHostsDown(
+    request: DeepPartial<ListHostsDownRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListHostsDownResponse>;
+  /**
+   * Which VMs a host's fault truly affects now, answered from the
+   * inspector's cache without a Nova call: the VMs the cache places on the
+   * host (kept current by Nova's notifications, so a VM evacuated since is
+   * no longer listed), with the host's state as the inspector decided it.
+   * Ask by host or by fault_id. Paged by instance id. Readers see the VMs
+   * of their projects only.
+   */
+  listAffectedInstances(
+    request: DeepPartial<ListAffectedInstancesRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListAffectedInstancesResponse>;
+  /**
+   * Puts a host in maintenance or takes it out (Doctor's IN_MAINTENANCE and
+   * MAINTENANCE_COMPLETE). While a host is in maintenance its faults raise
+   * alarms marked expected and call nothing in Nova or Neutron. Stored: a
+   * restart keeps it. Subscribers get ALARM_TYPE_HOST_MAINTENANCE_STARTED and
+   * _ENDED; asking for the state a host is in already changes nothing.
+   */
+  setHostMaintenance(
+    request: DeepPartial<SetHostMaintenanceRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<SetHostMaintenanceResponse>;
+  /** Every host in maintenance, paged by host name. */
+  listHostsInMaintenance(
+    request: DeepPartial<ListHostsInMaintenanceRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListHostsInMaintenanceResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

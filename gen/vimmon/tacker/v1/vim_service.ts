@@ -10,7 +10,14 @@ import type { CallContext, CallOptions } from "nice-grpc-common";
 import { Duration } from "../../../google/protobuf/duration.js";
 import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
-import { VimStatus, vimStatusFromJSON, vimStatusToJSON } from "../../common/v1/status.js";
+import {
+  VimStatus,
+  vimStatusFromJSON,
+  VimStatusReason,
+  vimStatusReasonFromJSON,
+  vimStatusReasonToJSON,
+  vimStatusToJSON,
+} from "../../common/v1/status.js";
 
 export const protobufPackage = "vimmon.tacker.v1";
 
@@ -64,6 +71,18 @@ export enum ProbeKind {
   PROBE_KIND_HTTP = 2,
   /** PROBE_KIND_ICMP - ICMP echo to the auth_url's host (needs the `ping` command on the executor). */
   PROBE_KIND_ICMP = 3,
+  /**
+   * PROBE_KIND_AUTH - PROBE_KIND_HTTP every round, and at the first round and then at most once
+   * per report_interval an authentication with the VIM's credentials instead:
+   * OpenStack, a Keystone v3 token request (POST {auth_url}/auth/tokens,
+   * password or token, scoped to `project` when set); Kubernetes, a GET of
+   * {auth_url}/version with the bearer token, the user and password, or an
+   * OpenID Connect token fetched from oidc_token_url (password grant). A
+   * refusal makes the VIM UNREACHABLE at once with status_reason
+   * VIM_STATUS_REASON_CREDENTIALS_REJECTED, until an authentication succeeds.
+   * Needs credentials.
+   */
+  PROBE_KIND_AUTH = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -81,6 +100,9 @@ export function probeKindFromJSON(object: any): ProbeKind {
     case 3:
     case "PROBE_KIND_ICMP":
       return ProbeKind.PROBE_KIND_ICMP;
+    case 4:
+    case "PROBE_KIND_AUTH":
+      return ProbeKind.PROBE_KIND_AUTH;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -98,7 +120,54 @@ export function probeKindToJSON(object: ProbeKind): string {
       return "PROBE_KIND_HTTP";
     case ProbeKind.PROBE_KIND_ICMP:
       return "PROBE_KIND_ICMP";
+    case ProbeKind.PROBE_KIND_AUTH:
+      return "PROBE_KIND_AUTH";
     case ProbeKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export enum VimAuditAction {
+  VIM_AUDIT_ACTION_UNSPECIFIED = 0,
+  VIM_AUDIT_ACTION_REGISTER = 1,
+  VIM_AUDIT_ACTION_UPDATE = 2,
+  VIM_AUDIT_ACTION_DEREGISTER = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function vimAuditActionFromJSON(object: any): VimAuditAction {
+  switch (object) {
+    case 0:
+    case "VIM_AUDIT_ACTION_UNSPECIFIED":
+      return VimAuditAction.VIM_AUDIT_ACTION_UNSPECIFIED;
+    case 1:
+    case "VIM_AUDIT_ACTION_REGISTER":
+      return VimAuditAction.VIM_AUDIT_ACTION_REGISTER;
+    case 2:
+    case "VIM_AUDIT_ACTION_UPDATE":
+      return VimAuditAction.VIM_AUDIT_ACTION_UPDATE;
+    case 3:
+    case "VIM_AUDIT_ACTION_DEREGISTER":
+      return VimAuditAction.VIM_AUDIT_ACTION_DEREGISTER;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return VimAuditAction.UNRECOGNIZED;
+  }
+}
+
+export function vimAuditActionToJSON(object: VimAuditAction): string {
+  switch (object) {
+    case VimAuditAction.VIM_AUDIT_ACTION_UNSPECIFIED:
+      return "VIM_AUDIT_ACTION_UNSPECIFIED";
+    case VimAuditAction.VIM_AUDIT_ACTION_REGISTER:
+      return "VIM_AUDIT_ACTION_REGISTER";
+    case VimAuditAction.VIM_AUDIT_ACTION_UPDATE:
+      return "VIM_AUDIT_ACTION_UPDATE";
+    case VimAuditAction.VIM_AUDIT_ACTION_DEREGISTER:
+      return "VIM_AUDIT_ACTION_DEREGISTER";
+    case VimAuditAction.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -117,9 +186,35 @@ export interface TokenCredentials {
   bearerToken: string;
 }
 
+/**
+ * OpenID Connect for Kubernetes VIMs (Tacker's oidc_token_url, client_id,
+ * client_secret, username, password): a token is fetched from oidc_token_url
+ * with the password grant and presented to the API server as a bearer token.
+ */
+export interface OidcCredentials {
+  /** http(s) URL of the OpenID provider's token endpoint. */
+  oidcTokenUrl: string;
+  clientId: string;
+  /** Write only: always returned as "***". */
+  clientSecret: string;
+  username: string;
+  /** Write only: always returned as "***". */
+  password: string;
+}
+
 export interface Credentials {
   password?: PasswordCredentials | undefined;
   token?: TokenCredentials | undefined;
+  oidc?:
+    | OidcCredentials
+    | undefined;
+  /**
+   * The VIM's CA certificate(s), PEM (Tacker's ssl_ca_cert): the probes
+   * verify the VIM's TLS certificate (and the OpenID provider's) against
+   * them. At most 64 KiB, 16 certificates. Empty: an https certificate is not
+   * verified (reachability only). Returned as stored.
+   */
+  sslCaCert: string;
 }
 
 /** How a VIM is watched. Unset fields take the defaults given here. */
@@ -182,6 +277,17 @@ export interface Vim {
     | undefined;
   /** Address of the executor that was asked to run action_id. */
   executor: string;
+  /**
+   * The project that owns the VIM (Tacker's tenant_id): the project of whoever
+   * registered it. Its members may change it, its readers may see it. Not the
+   * same as `project`, the project used at the VIM.
+   */
+  ownerProject: string;
+  /**
+   * Why the VIM has its status, when the VIM answered but refused (its
+   * credentials, or a certificate that does not verify).
+   */
+  statusReason: VimStatusReason;
 }
 
 export interface RegisterVimRequest {
@@ -193,6 +299,11 @@ export interface RegisterVimRequest {
   credentials: Credentials | undefined;
   monitor: MonitorPolicy | undefined;
   isDefault: boolean;
+  /**
+   * The owning project. Default: the caller's project when it has exactly one.
+   * An admin may name any project; others one they are a member of.
+   */
+  ownerProject: string;
 }
 
 export interface RegisterVimResponse {
@@ -229,7 +340,11 @@ export interface UpdateVimRequest {
     | undefined;
   /**
    * Paths among: name, description, type, auth_url, project, credentials,
-   * monitor, monitor.<field>, is_default.
+   * monitor, monitor.<field>, is_default. `credentials` replaces the whole
+   * message (a kind and ssl_ca_cert); `credentials.password`,
+   * `credentials.token` and `credentials.oidc` set that kind, remove the
+   * fields of the previous one and keep ssl_ca_cert (as Tacker does);
+   * `credentials.ssl_ca_cert` changes the CA certificate only.
    */
   updateMask: string[] | undefined;
 }
@@ -250,6 +365,21 @@ export interface WatchVimsRequest {
   vimIds: string[];
   /** First send one message per matching VIM with its current status. */
   sendInitial: boolean;
+  /**
+   * The event_id of the last change received: the stream first replays the
+   * stored changes after it, then goes live, with no gap and no duplicate.
+   * 0: live changes only (after send_initial, if set).
+   * Retention (VIMMON_RETENTION_EVENT_*) removes the oldest changes: an
+   * after_event_id below the highest event id it removed (i.e. below the
+   * oldest id still held minus 1, when rows were removed) would skip changes,
+   * so the stream ends with OUT_OF_RANGE instead, before it sends anything
+   * (or when the replay reaches removed rows), naming the oldest event id still
+   * held in the message, in a google.rpc.ErrorInfo detail (reason
+   * RESUME_POINT_REMOVED, metadata oldest_held_id) and in the trailer
+   * vimmon-oldest-event-id. That id minus 1 and anything above is in range;
+   * 0 never is out of range.
+   */
+  afterEventId: number;
 }
 
 export interface WatchVimsResponse {
@@ -264,6 +394,78 @@ export interface WatchVimsResponse {
     | undefined;
   /** Id of the stored event row; 0 for an initial-state message. */
   eventId: number;
+  /**
+   * The reason that goes with status. A change of reason alone (e.g. from no
+   * answer to credentials rejected) is a change too.
+   */
+  statusReason: VimStatusReason;
+}
+
+export interface ListVimAuditRequest {
+  /** Required. */
+  vimId: string;
+  /** Default 50, at most 1000. */
+  pageSize: number;
+  /** next_page_token of the previous page. */
+  pageToken: string;
+}
+
+/** One change of a VIM made through VimService, and who made it. */
+export interface VimAuditRecord {
+  id: number;
+  vimId: string;
+  action: VimAuditAction;
+  /**
+   * The caller: a SPIFFE id, "token:<name>", "keystone:<user name>" or
+   * "development" when authentication is off.
+   */
+  principal: string;
+  /** The caller's project(s) at the time, comma-separated; empty for services. */
+  principalProject: string;
+  /** The VIM's owner project after the change. */
+  ownerProject: string;
+  /** UpdateVim: the paths of its update_mask. */
+  changedFields: string[];
+  time: Date | undefined;
+}
+
+export interface ListVimAuditResponse {
+  records: VimAuditRecord[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface ListVimEventsRequest {
+  /** Required. */
+  vimId: string;
+  /** Default 50, at most 1000. */
+  pageSize: number;
+  /** next_page_token of the previous page. */
+  pageToken: string;
+}
+
+/** One stored status change of a VIM, as a conductor recorded it. */
+export interface VimEvent {
+  /** The id WatchVims gives as event_id (its after_event_id resumes after it). */
+  eventId: number;
+  vimId: string;
+  /** The VIM's name now. */
+  vimName: string;
+  previousStatus: VimStatus;
+  status: VimStatus;
+  /** The action whose report made the change. */
+  actionId: string;
+  changedAt:
+    | Date
+    | undefined;
+  /** The reason that goes with status. */
+  statusReason: VimStatusReason;
+}
+
+export interface ListVimEventsResponse {
+  events: VimEvent[];
+  /** Empty on the last page. */
+  nextPageToken: string;
 }
 
 function createBasePasswordCredentials(): PasswordCredentials {
@@ -464,8 +666,153 @@ export const TokenCredentials: MessageFns<TokenCredentials> = {
   },
 };
 
+function createBaseOidcCredentials(): OidcCredentials {
+  return { oidcTokenUrl: "", clientId: "", clientSecret: "", username: "", password: "" };
+}
+
+export const OidcCredentials: MessageFns<OidcCredentials> = {
+  encode(message: OidcCredentials, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oidcTokenUrl !== "") {
+      writer.uint32(10).string(message.oidcTokenUrl);
+    }
+    if (message.clientId !== "") {
+      writer.uint32(18).string(message.clientId);
+    }
+    if (message.clientSecret !== "") {
+      writer.uint32(26).string(message.clientSecret);
+    }
+    if (message.username !== "") {
+      writer.uint32(34).string(message.username);
+    }
+    if (message.password !== "") {
+      writer.uint32(42).string(message.password);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OidcCredentials {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOidcCredentials();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.oidcTokenUrl = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.clientId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.clientSecret = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.username = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OidcCredentials {
+    return {
+      oidcTokenUrl: isSet(object.oidcTokenUrl)
+        ? globalThis.String(object.oidcTokenUrl)
+        : isSet(object.oidc_token_url)
+        ? globalThis.String(object.oidc_token_url)
+        : "",
+      clientId: isSet(object.clientId)
+        ? globalThis.String(object.clientId)
+        : isSet(object.client_id)
+        ? globalThis.String(object.client_id)
+        : "",
+      clientSecret: isSet(object.clientSecret)
+        ? globalThis.String(object.clientSecret)
+        : isSet(object.client_secret)
+        ? globalThis.String(object.client_secret)
+        : "",
+      username: isSet(object.username) ? globalThis.String(object.username) : "",
+      password: isSet(object.password) ? globalThis.String(object.password) : "",
+    };
+  },
+
+  toJSON(message: OidcCredentials): unknown {
+    const obj: any = {};
+    if (message.oidcTokenUrl !== "") {
+      obj.oidcTokenUrl = message.oidcTokenUrl;
+    }
+    if (message.clientId !== "") {
+      obj.clientId = message.clientId;
+    }
+    if (message.clientSecret !== "") {
+      obj.clientSecret = message.clientSecret;
+    }
+    if (message.username !== "") {
+      obj.username = message.username;
+    }
+    if (message.password !== "") {
+      obj.password = message.password;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<OidcCredentials>): OidcCredentials {
+    return OidcCredentials.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<OidcCredentials>): OidcCredentials {
+    const message = createBaseOidcCredentials();
+    message.oidcTokenUrl = object.oidcTokenUrl ?? "";
+    message.clientId = object.clientId ?? "";
+    message.clientSecret = object.clientSecret ?? "";
+    message.username = object.username ?? "";
+    message.password = object.password ?? "";
+    return message;
+  },
+};
+
 function createBaseCredentials(): Credentials {
-  return { password: undefined, token: undefined };
+  return { password: undefined, token: undefined, oidc: undefined, sslCaCert: "" };
 }
 
 export const Credentials: MessageFns<Credentials> = {
@@ -475,6 +822,12 @@ export const Credentials: MessageFns<Credentials> = {
     }
     if (message.token !== undefined) {
       TokenCredentials.encode(message.token, writer.uint32(18).fork()).join();
+    }
+    if (message.oidc !== undefined) {
+      OidcCredentials.encode(message.oidc, writer.uint32(26).fork()).join();
+    }
+    if (message.sslCaCert !== "") {
+      writer.uint32(34).string(message.sslCaCert);
     }
     return writer;
   },
@@ -508,6 +861,22 @@ export const Credentials: MessageFns<Credentials> = {
             message.token = TokenCredentials.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.oidc = OidcCredentials.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sslCaCert = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -524,6 +893,12 @@ export const Credentials: MessageFns<Credentials> = {
     return {
       password: isSet(object.password) ? PasswordCredentials.fromJSON(object.password) : undefined,
       token: isSet(object.token) ? TokenCredentials.fromJSON(object.token) : undefined,
+      oidc: isSet(object.oidc) ? OidcCredentials.fromJSON(object.oidc) : undefined,
+      sslCaCert: isSet(object.sslCaCert)
+        ? globalThis.String(object.sslCaCert)
+        : isSet(object.ssl_ca_cert)
+        ? globalThis.String(object.ssl_ca_cert)
+        : "",
     };
   },
 
@@ -534,6 +909,12 @@ export const Credentials: MessageFns<Credentials> = {
     }
     if (message.token !== undefined) {
       obj.token = TokenCredentials.toJSON(message.token);
+    }
+    if (message.oidc !== undefined) {
+      obj.oidc = OidcCredentials.toJSON(message.oidc);
+    }
+    if (message.sslCaCert !== "") {
+      obj.sslCaCert = message.sslCaCert;
     }
     return obj;
   },
@@ -549,6 +930,10 @@ export const Credentials: MessageFns<Credentials> = {
     message.token = (object.token !== undefined && object.token !== null)
       ? TokenCredentials.fromPartial(object.token)
       : undefined;
+    message.oidc = (object.oidc !== undefined && object.oidc !== null)
+      ? OidcCredentials.fromPartial(object.oidc)
+      : undefined;
+    message.sslCaCert = object.sslCaCert ?? "";
     return message;
   },
 };
@@ -764,6 +1149,8 @@ function createBaseVim(): Vim {
     statusChangedAt: undefined,
     lastReportAt: undefined,
     executor: "",
+    ownerProject: "",
+    statusReason: 0,
   };
 }
 
@@ -816,6 +1203,12 @@ export const Vim: MessageFns<Vim> = {
     }
     if (message.executor !== "") {
       writer.uint32(130).string(message.executor);
+    }
+    if (message.ownerProject !== "") {
+      writer.uint32(138).string(message.ownerProject);
+    }
+    if (message.statusReason !== 0) {
+      writer.uint32(144).int32(message.statusReason);
     }
     return writer;
   },
@@ -961,6 +1354,22 @@ export const Vim: MessageFns<Vim> = {
             message.executor = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.ownerProject = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.statusReason = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1019,6 +1428,16 @@ export const Vim: MessageFns<Vim> = {
         ? fromJsonTimestamp(object.last_report_at)
         : undefined,
       executor: isSet(object.executor) ? globalThis.String(object.executor) : "",
+      ownerProject: isSet(object.ownerProject)
+        ? globalThis.String(object.ownerProject)
+        : isSet(object.owner_project)
+        ? globalThis.String(object.owner_project)
+        : "",
+      statusReason: isSet(object.statusReason)
+        ? vimStatusReasonFromJSON(object.statusReason)
+        : isSet(object.status_reason)
+        ? vimStatusReasonFromJSON(object.status_reason)
+        : 0,
     };
   },
 
@@ -1072,6 +1491,12 @@ export const Vim: MessageFns<Vim> = {
     if (message.executor !== "") {
       obj.executor = message.executor;
     }
+    if (message.ownerProject !== "") {
+      obj.ownerProject = message.ownerProject;
+    }
+    if (message.statusReason !== 0) {
+      obj.statusReason = vimStatusReasonToJSON(message.statusReason);
+    }
     return obj;
   },
 
@@ -1100,6 +1525,8 @@ export const Vim: MessageFns<Vim> = {
     message.statusChangedAt = object.statusChangedAt ?? undefined;
     message.lastReportAt = object.lastReportAt ?? undefined;
     message.executor = object.executor ?? "";
+    message.ownerProject = object.ownerProject ?? "";
+    message.statusReason = object.statusReason ?? 0;
     return message;
   },
 };
@@ -1114,6 +1541,7 @@ function createBaseRegisterVimRequest(): RegisterVimRequest {
     credentials: undefined,
     monitor: undefined,
     isDefault: false,
+    ownerProject: "",
   };
 }
 
@@ -1142,6 +1570,9 @@ export const RegisterVimRequest: MessageFns<RegisterVimRequest> = {
     }
     if (message.isDefault !== false) {
       writer.uint32(64).bool(message.isDefault);
+    }
+    if (message.ownerProject !== "") {
+      writer.uint32(74).string(message.ownerProject);
     }
     return writer;
   },
@@ -1223,6 +1654,14 @@ export const RegisterVimRequest: MessageFns<RegisterVimRequest> = {
             message.isDefault = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.ownerProject = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1253,6 +1692,11 @@ export const RegisterVimRequest: MessageFns<RegisterVimRequest> = {
         : isSet(object.is_default)
         ? globalThis.Boolean(object.is_default)
         : false,
+      ownerProject: isSet(object.ownerProject)
+        ? globalThis.String(object.ownerProject)
+        : isSet(object.owner_project)
+        ? globalThis.String(object.owner_project)
+        : "",
     };
   },
 
@@ -1282,6 +1726,9 @@ export const RegisterVimRequest: MessageFns<RegisterVimRequest> = {
     if (message.isDefault !== false) {
       obj.isDefault = message.isDefault;
     }
+    if (message.ownerProject !== "") {
+      obj.ownerProject = message.ownerProject;
+    }
     return obj;
   },
 
@@ -1302,6 +1749,7 @@ export const RegisterVimRequest: MessageFns<RegisterVimRequest> = {
       ? MonitorPolicy.fromPartial(object.monitor)
       : undefined;
     message.isDefault = object.isDefault ?? false;
+    message.ownerProject = object.ownerProject ?? "";
     return message;
   },
 };
@@ -1981,7 +2429,7 @@ export const DeregisterVimResponse: MessageFns<DeregisterVimResponse> = {
 };
 
 function createBaseWatchVimsRequest(): WatchVimsRequest {
-  return { vimIds: [], sendInitial: false };
+  return { vimIds: [], sendInitial: false, afterEventId: 0 };
 }
 
 export const WatchVimsRequest: MessageFns<WatchVimsRequest> = {
@@ -1991,6 +2439,9 @@ export const WatchVimsRequest: MessageFns<WatchVimsRequest> = {
     }
     if (message.sendInitial !== false) {
       writer.uint32(16).bool(message.sendInitial);
+    }
+    if (message.afterEventId !== 0) {
+      writer.uint32(24).uint64(message.afterEventId);
     }
     return writer;
   },
@@ -2024,6 +2475,14 @@ export const WatchVimsRequest: MessageFns<WatchVimsRequest> = {
             message.sendInitial = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.afterEventId = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2048,6 +2507,11 @@ export const WatchVimsRequest: MessageFns<WatchVimsRequest> = {
         : isSet(object.send_initial)
         ? globalThis.Boolean(object.send_initial)
         : false,
+      afterEventId: isSet(object.afterEventId)
+        ? globalThis.Number(object.afterEventId)
+        : isSet(object.after_event_id)
+        ? globalThis.Number(object.after_event_id)
+        : 0,
     };
   },
 
@@ -2059,6 +2523,9 @@ export const WatchVimsRequest: MessageFns<WatchVimsRequest> = {
     if (message.sendInitial !== false) {
       obj.sendInitial = message.sendInitial;
     }
+    if (message.afterEventId !== 0) {
+      obj.afterEventId = Math.round(message.afterEventId);
+    }
     return obj;
   },
 
@@ -2069,12 +2536,22 @@ export const WatchVimsRequest: MessageFns<WatchVimsRequest> = {
     const message = createBaseWatchVimsRequest();
     message.vimIds = object.vimIds?.map((e) => e) || [];
     message.sendInitial = object.sendInitial ?? false;
+    message.afterEventId = object.afterEventId ?? 0;
     return message;
   },
 };
 
 function createBaseWatchVimsResponse(): WatchVimsResponse {
-  return { vimId: "", vimName: "", previousStatus: 0, status: 0, actionId: "", changedAt: undefined, eventId: 0 };
+  return {
+    vimId: "",
+    vimName: "",
+    previousStatus: 0,
+    status: 0,
+    actionId: "",
+    changedAt: undefined,
+    eventId: 0,
+    statusReason: 0,
+  };
 }
 
 export const WatchVimsResponse: MessageFns<WatchVimsResponse> = {
@@ -2099,6 +2576,9 @@ export const WatchVimsResponse: MessageFns<WatchVimsResponse> = {
     }
     if (message.eventId !== 0) {
       writer.uint32(56).uint64(message.eventId);
+    }
+    if (message.statusReason !== 0) {
+      writer.uint32(64).int32(message.statusReason);
     }
     return writer;
   },
@@ -2172,6 +2652,14 @@ export const WatchVimsResponse: MessageFns<WatchVimsResponse> = {
             message.eventId = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.statusReason = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2217,6 +2705,11 @@ export const WatchVimsResponse: MessageFns<WatchVimsResponse> = {
         : isSet(object.event_id)
         ? globalThis.Number(object.event_id)
         : 0,
+      statusReason: isSet(object.statusReason)
+        ? vimStatusReasonFromJSON(object.statusReason)
+        : isSet(object.status_reason)
+        ? vimStatusReasonFromJSON(object.status_reason)
+        : 0,
     };
   },
 
@@ -2243,6 +2736,9 @@ export const WatchVimsResponse: MessageFns<WatchVimsResponse> = {
     if (message.eventId !== 0) {
       obj.eventId = Math.round(message.eventId);
     }
+    if (message.statusReason !== 0) {
+      obj.statusReason = vimStatusReasonToJSON(message.statusReason);
+    }
     return obj;
   },
 
@@ -2258,6 +2754,837 @@ export const WatchVimsResponse: MessageFns<WatchVimsResponse> = {
     message.actionId = object.actionId ?? "";
     message.changedAt = object.changedAt ?? undefined;
     message.eventId = object.eventId ?? 0;
+    message.statusReason = object.statusReason ?? 0;
+    return message;
+  },
+};
+
+function createBaseListVimAuditRequest(): ListVimAuditRequest {
+  return { vimId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListVimAuditRequest: MessageFns<ListVimAuditRequest> = {
+  encode(message: ListVimAuditRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vimId !== "") {
+      writer.uint32(10).string(message.vimId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVimAuditRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVimAuditRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vimId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVimAuditRequest {
+    return {
+      vimId: isSet(object.vimId)
+        ? globalThis.String(object.vimId)
+        : isSet(object.vim_id)
+        ? globalThis.String(object.vim_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListVimAuditRequest): unknown {
+    const obj: any = {};
+    if (message.vimId !== "") {
+      obj.vimId = message.vimId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVimAuditRequest>): ListVimAuditRequest {
+    return ListVimAuditRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVimAuditRequest>): ListVimAuditRequest {
+    const message = createBaseListVimAuditRequest();
+    message.vimId = object.vimId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseVimAuditRecord(): VimAuditRecord {
+  return {
+    id: 0,
+    vimId: "",
+    action: 0,
+    principal: "",
+    principalProject: "",
+    ownerProject: "",
+    changedFields: [],
+    time: undefined,
+  };
+}
+
+export const VimAuditRecord: MessageFns<VimAuditRecord> = {
+  encode(message: VimAuditRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.vimId !== "") {
+      writer.uint32(18).string(message.vimId);
+    }
+    if (message.action !== 0) {
+      writer.uint32(24).int32(message.action);
+    }
+    if (message.principal !== "") {
+      writer.uint32(34).string(message.principal);
+    }
+    if (message.principalProject !== "") {
+      writer.uint32(42).string(message.principalProject);
+    }
+    if (message.ownerProject !== "") {
+      writer.uint32(50).string(message.ownerProject);
+    }
+    for (const v of message.changedFields) {
+      writer.uint32(58).string(v!);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VimAuditRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVimAuditRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vimId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.principal = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.principalProject = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.ownerProject = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.changedFields.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VimAuditRecord {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      vimId: isSet(object.vimId)
+        ? globalThis.String(object.vimId)
+        : isSet(object.vim_id)
+        ? globalThis.String(object.vim_id)
+        : "",
+      action: isSet(object.action) ? vimAuditActionFromJSON(object.action) : 0,
+      principal: isSet(object.principal) ? globalThis.String(object.principal) : "",
+      principalProject: isSet(object.principalProject)
+        ? globalThis.String(object.principalProject)
+        : isSet(object.principal_project)
+        ? globalThis.String(object.principal_project)
+        : "",
+      ownerProject: isSet(object.ownerProject)
+        ? globalThis.String(object.ownerProject)
+        : isSet(object.owner_project)
+        ? globalThis.String(object.owner_project)
+        : "",
+      changedFields: globalThis.Array.isArray(object?.changedFields)
+        ? object.changedFields.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.changed_fields)
+        ? object.changed_fields.map((e: any) => globalThis.String(e))
+        : [],
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+    };
+  },
+
+  toJSON(message: VimAuditRecord): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.vimId !== "") {
+      obj.vimId = message.vimId;
+    }
+    if (message.action !== 0) {
+      obj.action = vimAuditActionToJSON(message.action);
+    }
+    if (message.principal !== "") {
+      obj.principal = message.principal;
+    }
+    if (message.principalProject !== "") {
+      obj.principalProject = message.principalProject;
+    }
+    if (message.ownerProject !== "") {
+      obj.ownerProject = message.ownerProject;
+    }
+    if (message.changedFields?.length) {
+      obj.changedFields = message.changedFields;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VimAuditRecord>): VimAuditRecord {
+    return VimAuditRecord.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VimAuditRecord>): VimAuditRecord {
+    const message = createBaseVimAuditRecord();
+    message.id = object.id ?? 0;
+    message.vimId = object.vimId ?? "";
+    message.action = object.action ?? 0;
+    message.principal = object.principal ?? "";
+    message.principalProject = object.principalProject ?? "";
+    message.ownerProject = object.ownerProject ?? "";
+    message.changedFields = object.changedFields?.map((e) => e) || [];
+    message.time = object.time ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListVimAuditResponse(): ListVimAuditResponse {
+  return { records: [], nextPageToken: "" };
+}
+
+export const ListVimAuditResponse: MessageFns<ListVimAuditResponse> = {
+  encode(message: ListVimAuditResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      VimAuditRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVimAuditResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVimAuditResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(VimAuditRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVimAuditResponse {
+    return {
+      records: globalThis.Array.isArray(object?.records)
+        ? object.records.map((e: any) => VimAuditRecord.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListVimAuditResponse): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => VimAuditRecord.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVimAuditResponse>): ListVimAuditResponse {
+    return ListVimAuditResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVimAuditResponse>): ListVimAuditResponse {
+    const message = createBaseListVimAuditResponse();
+    message.records = object.records?.map((e) => VimAuditRecord.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListVimEventsRequest(): ListVimEventsRequest {
+  return { vimId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListVimEventsRequest: MessageFns<ListVimEventsRequest> = {
+  encode(message: ListVimEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vimId !== "") {
+      writer.uint32(10).string(message.vimId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVimEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVimEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vimId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVimEventsRequest {
+    return {
+      vimId: isSet(object.vimId)
+        ? globalThis.String(object.vimId)
+        : isSet(object.vim_id)
+        ? globalThis.String(object.vim_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListVimEventsRequest): unknown {
+    const obj: any = {};
+    if (message.vimId !== "") {
+      obj.vimId = message.vimId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVimEventsRequest>): ListVimEventsRequest {
+    return ListVimEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVimEventsRequest>): ListVimEventsRequest {
+    const message = createBaseListVimEventsRequest();
+    message.vimId = object.vimId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseVimEvent(): VimEvent {
+  return {
+    eventId: 0,
+    vimId: "",
+    vimName: "",
+    previousStatus: 0,
+    status: 0,
+    actionId: "",
+    changedAt: undefined,
+    statusReason: 0,
+  };
+}
+
+export const VimEvent: MessageFns<VimEvent> = {
+  encode(message: VimEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.eventId !== 0) {
+      writer.uint32(8).uint64(message.eventId);
+    }
+    if (message.vimId !== "") {
+      writer.uint32(18).string(message.vimId);
+    }
+    if (message.vimName !== "") {
+      writer.uint32(26).string(message.vimName);
+    }
+    if (message.previousStatus !== 0) {
+      writer.uint32(32).int32(message.previousStatus);
+    }
+    if (message.status !== 0) {
+      writer.uint32(40).int32(message.status);
+    }
+    if (message.actionId !== "") {
+      writer.uint32(50).string(message.actionId);
+    }
+    if (message.changedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.changedAt), writer.uint32(58).fork()).join();
+    }
+    if (message.statusReason !== 0) {
+      writer.uint32(64).int32(message.statusReason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VimEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVimEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.eventId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vimId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.vimName = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.previousStatus = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.actionId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.changedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.statusReason = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VimEvent {
+    return {
+      eventId: isSet(object.eventId)
+        ? globalThis.Number(object.eventId)
+        : isSet(object.event_id)
+        ? globalThis.Number(object.event_id)
+        : 0,
+      vimId: isSet(object.vimId)
+        ? globalThis.String(object.vimId)
+        : isSet(object.vim_id)
+        ? globalThis.String(object.vim_id)
+        : "",
+      vimName: isSet(object.vimName)
+        ? globalThis.String(object.vimName)
+        : isSet(object.vim_name)
+        ? globalThis.String(object.vim_name)
+        : "",
+      previousStatus: isSet(object.previousStatus)
+        ? vimStatusFromJSON(object.previousStatus)
+        : isSet(object.previous_status)
+        ? vimStatusFromJSON(object.previous_status)
+        : 0,
+      status: isSet(object.status) ? vimStatusFromJSON(object.status) : 0,
+      actionId: isSet(object.actionId)
+        ? globalThis.String(object.actionId)
+        : isSet(object.action_id)
+        ? globalThis.String(object.action_id)
+        : "",
+      changedAt: isSet(object.changedAt)
+        ? fromJsonTimestamp(object.changedAt)
+        : isSet(object.changed_at)
+        ? fromJsonTimestamp(object.changed_at)
+        : undefined,
+      statusReason: isSet(object.statusReason)
+        ? vimStatusReasonFromJSON(object.statusReason)
+        : isSet(object.status_reason)
+        ? vimStatusReasonFromJSON(object.status_reason)
+        : 0,
+    };
+  },
+
+  toJSON(message: VimEvent): unknown {
+    const obj: any = {};
+    if (message.eventId !== 0) {
+      obj.eventId = Math.round(message.eventId);
+    }
+    if (message.vimId !== "") {
+      obj.vimId = message.vimId;
+    }
+    if (message.vimName !== "") {
+      obj.vimName = message.vimName;
+    }
+    if (message.previousStatus !== 0) {
+      obj.previousStatus = vimStatusToJSON(message.previousStatus);
+    }
+    if (message.status !== 0) {
+      obj.status = vimStatusToJSON(message.status);
+    }
+    if (message.actionId !== "") {
+      obj.actionId = message.actionId;
+    }
+    if (message.changedAt !== undefined) {
+      obj.changedAt = message.changedAt.toISOString();
+    }
+    if (message.statusReason !== 0) {
+      obj.statusReason = vimStatusReasonToJSON(message.statusReason);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VimEvent>): VimEvent {
+    return VimEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VimEvent>): VimEvent {
+    const message = createBaseVimEvent();
+    message.eventId = object.eventId ?? 0;
+    message.vimId = object.vimId ?? "";
+    message.vimName = object.vimName ?? "";
+    message.previousStatus = object.previousStatus ?? 0;
+    message.status = object.status ?? 0;
+    message.actionId = object.actionId ?? "";
+    message.changedAt = object.changedAt ?? undefined;
+    message.statusReason = object.statusReason ?? 0;
+    return message;
+  },
+};
+
+function createBaseListVimEventsResponse(): ListVimEventsResponse {
+  return { events: [], nextPageToken: "" };
+}
+
+export const ListVimEventsResponse: MessageFns<ListVimEventsResponse> = {
+  encode(message: ListVimEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      VimEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVimEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVimEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(VimEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVimEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => VimEvent.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListVimEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => VimEvent.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVimEventsResponse>): ListVimEventsResponse {
+    return ListVimEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVimEventsResponse>): ListVimEventsResponse {
+    const message = createBaseListVimEventsResponse();
+    message.events = object.events?.map((e) => VimEvent.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -2287,7 +3614,7 @@ export const VimServiceDefinition = {
       requestStream: false,
       responseType: GetVimResponse as typeof GetVimResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
     /** Lists live VIMs ordered by creation time, oldest first. */
     listVims: {
@@ -2296,7 +3623,7 @@ export const VimServiceDefinition = {
       requestStream: false,
       responseType: ListVimsResponse as typeof ListVimsResponse,
       responseStream: false,
-      options: {},
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
     /**
      * Changes the fields named in update_mask. A change of auth_url, credentials
@@ -2319,7 +3646,11 @@ export const VimServiceDefinition = {
       responseStream: false,
       options: {},
     },
-    /** Streams VIM status changes as the conductors store them. */
+    /**
+     * Streams VIM status changes as the conductors store them. A watcher that
+     * falls too far behind gets RESOURCE_EXHAUSTED naming the after_event_id to
+     * resume with (also in the trailer vimmon-resume-after-event-id).
+     */
     watchVims: {
       name: "WatchVims",
       requestType: WatchVimsRequest as typeof WatchVimsRequest,
@@ -2327,6 +3658,27 @@ export const VimServiceDefinition = {
       responseType: WatchVimsResponse as typeof WatchVimsResponse,
       responseStream: true,
       options: {},
+    },
+    /** Who registered, changed and deregistered a VIM, oldest first. */
+    listVimAudit: {
+      name: "ListVimAudit",
+      requestType: ListVimAuditRequest as typeof ListVimAuditRequest,
+      requestStream: false,
+      responseType: ListVimAuditResponse as typeof ListVimAuditResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /**
+     * The stored status changes of one VIM, oldest first: what WatchVims
+     * replays after an after_event_id.
+     */
+    listVimEvents: {
+      name: "ListVimEvents",
+      requestType: ListVimEventsRequest as typeof ListVimEventsRequest,
+      requestStream: false,
+      responseType: ListVimEventsResponse as typeof ListVimEventsResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
   },
 } as const;
@@ -2350,11 +3702,28 @@ export interface VimServiceImplementation<CallContextExt = {}> {
     request: DeregisterVimRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<DeregisterVimResponse>>;
-  /** Streams VIM status changes as the conductors store them. */
+  /**
+   * Streams VIM status changes as the conductors store them. A watcher that
+   * falls too far behind gets RESOURCE_EXHAUSTED naming the after_event_id to
+   * resume with (also in the trailer vimmon-resume-after-event-id).
+   */
   watchVims(
     request: WatchVimsRequest,
     context: CallContext & CallContextExt,
   ): ServerStreamingMethodResult<DeepPartial<WatchVimsResponse>>;
+  /** Who registered, changed and deregistered a VIM, oldest first. */
+  listVimAudit(
+    request: ListVimAuditRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListVimAuditResponse>>;
+  /**
+   * The stored status changes of one VIM, oldest first: what WatchVims
+   * replays after an after_event_id.
+   */
+  listVimEvents(
+    request: ListVimEventsRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListVimEventsResponse>>;
 }
 
 export interface VimServiceClient<CallOptionsExt = {}> {
@@ -2376,11 +3745,28 @@ export interface VimServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<DeregisterVimRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<DeregisterVimResponse>;
-  /** Streams VIM status changes as the conductors store them. */
+  /**
+   * Streams VIM status changes as the conductors store them. A watcher that
+   * falls too far behind gets RESOURCE_EXHAUSTED naming the after_event_id to
+   * resume with (also in the trailer vimmon-resume-after-event-id).
+   */
   watchVims(
     request: DeepPartial<WatchVimsRequest>,
     options?: CallOptions & CallOptionsExt,
   ): AsyncIterable<WatchVimsResponse>;
+  /** Who registered, changed and deregistered a VIM, oldest first. */
+  listVimAudit(
+    request: DeepPartial<ListVimAuditRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListVimAuditResponse>;
+  /**
+   * The stored status changes of one VIM, oldest first: what WatchVims
+   * replays after an after_event_id.
+   */
+  listVimEvents(
+    request: DeepPartial<ListVimEventsRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListVimEventsResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

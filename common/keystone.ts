@@ -7,7 +7,7 @@ import type { OpenStackConfig } from './openstack-config.js';
 export interface KeystoneSession {
   token(signal?: AbortSignal): Promise<string>;
   /** The catalog URL for a service type, for the configured interface and region (no trailing slash). */
-  endpoint(type: 'compute', signal?: AbortSignal): Promise<string>;
+  endpoint(type: 'compute' | 'network', signal?: AbortSignal): Promise<string>;
   /** Forgets a token a service refused (401), so that the next call authenticates anew. */
   invalidate(token: string): void;
 }
@@ -21,7 +21,11 @@ export interface KeystoneSessionOptions {
 /** status is the HTTP status, 0 when no answer came; retryable says whether trying later may help. */
 export class KeystoneError extends Error {
   override name = 'KeystoneError';
-  constructor(message: string, readonly status: number, readonly retryable: boolean) {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly retryable: boolean,
+  ) {
     super(message);
   }
 }
@@ -97,7 +101,11 @@ export function createKeystoneSession(config: OpenStackConfig, options: Keystone
     if (!res.ok) {
       const reason = errorMessage(text) ?? res.statusText;
       const hint = res.status === 401 ? ' (check the user, password, domains and project)' : '';
-      throw new KeystoneError(`keystone: POST ${tokensUrl} answered ${res.status}: ${reason}${hint}`, res.status, isRetryableStatus(res.status));
+      throw new KeystoneError(
+        `keystone: POST ${tokensUrl} answered ${res.status}: ${reason}${hint}`,
+        res.status,
+        isRetryableStatus(res.status),
+      );
     }
     const token = res.headers.get('x-subject-token');
     if (!token) throw new KeystoneError(`keystone: ${tokensUrl} answered ${res.status} without X-Subject-Token`, res.status, false);
@@ -152,7 +160,8 @@ export function createKeystoneSession(config: OpenStackConfig, options: Keystone
       const wantedInterface = config.interface || 'public';
       const candidates = catalog.filter((e) => e.type === type).flatMap((e) => e.endpoints ?? []);
       const match = candidates.find(
-        (e) => e.interface === wantedInterface && (!config.regionName || e.region_id === config.regionName || e.region === config.regionName),
+        (e) =>
+          e.interface === wantedInterface && (!config.regionName || e.region_id === config.regionName || e.region === config.regionName),
       );
       if (!match?.url) {
         const offered = candidates.map((e) => `${e.interface}@${e.region_id ?? e.region ?? '?'}`).join(', ') || 'none';

@@ -4,6 +4,7 @@
 // runs without Nova and says what it lacks.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { parseDocument, visit, type YAMLError } from 'yaml';
 
 export interface OpenStackConfig {
   /** Keystone URL, with or without the trailing /v3. */
@@ -144,7 +145,7 @@ function fromCloudsYaml(cloud: string, env: NodeJS.ProcessEnv, options: LoadOpen
   if (!file) return { missing: [`clouds.yaml for OS_CLOUD=${cloud} (looked in ${paths.join(', ')})`] };
   let doc: unknown;
   try {
-    doc = parseYamlSubset(readFileSync(file, 'utf8'));
+    doc = parseCloudsYaml(readFileSync(file, 'utf8'));
   } catch (err) {
     return { missing: [`a readable ${file} (${(err as Error).message})`] };
   }
@@ -154,7 +155,7 @@ function fromCloudsYaml(cloud: string, env: NodeJS.ProcessEnv, options: LoadOpen
   const secureFile = path.join(path.dirname(file), 'secure.yaml');
   if (existsSync(secureFile)) {
     try {
-      const secure = objectAt(parseYamlSubset(readFileSync(secureFile, 'utf8')), ['clouds', cloud]);
+      const secure = objectAt(parseCloudsYaml(readFileSync(secureFile, 'utf8')), ['clouds', cloud]);
       if (secure) entry = deepMerge(entry, secure);
     } catch (err) {
       return { missing: [`a readable ${secureFile} (${(err as Error).message})`] };
@@ -163,7 +164,12 @@ function fromCloudsYaml(cloud: string, env: NodeJS.ProcessEnv, options: LoadOpen
   const auth = objectAt(entry, ['auth']) ?? {};
   const str = (o: Record<string, unknown>, k: string) => (o[k] === undefined || o[k] === null ? undefined : nonEmpty(String(o[k])));
   const regions = Array.isArray(entry.regions) ? entry.regions : undefined;
-  const firstRegion = regions?.length === 1 ? (typeof regions[0] === 'object' ? str(regions[0] as Record<string, unknown>, 'name') : String(regions[0])) : undefined;
+  const firstRegion =
+    regions?.length === 1
+      ? typeof regions[0] === 'object'
+        ? str(regions[0] as Record<string, unknown>, 'name')
+        : String(regions[0])
+      : undefined;
   const fromFile: Values = {
     authUrl: str(auth, 'auth_url'),
     username: str(auth, 'username'),
@@ -215,9 +221,10 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
   const out: Record<string, unknown> = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const prev = out[k];
-    out[k] = prev && v && typeof prev === 'object' && typeof v === 'object' && !Array.isArray(prev) && !Array.isArray(v)
-      ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>)
-      : v;
+    out[k] =
+      prev && v && typeof prev === 'object' && typeof v === 'object' && !Array.isArray(prev) && !Array.isArray(v)
+        ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
   }
   return out;
 }
@@ -228,151 +235,30 @@ function nonEmpty(v: string | undefined): string | undefined {
 }
 
 // --- clouds.yaml ---------------------------------------------------------------
-// The subset of YAML that clouds.yaml files use: nested block mappings, block
-// sequences, flow sequences of scalars, plain and quoted scalars, comments.
-// Anything else (anchors, multi-line scalars, several documents) is refused with
-// its line number rather than misread.
+// Read as every OpenStack client reads it (PyYAML): any valid YAML, anchors and
+// merge keys included, one document. The failsafe schema keeps every scalar a
+// string, so a password such as 0123, yes or 1e3 is taken as written; only a
+// plain empty, ~ or null is absent, as for the OpenStack clients. Duplicate keys
+// are accepted, the last one winning, as PyYAML does.
 
-interface Line {
-  indent: number;
-  text: string;
-  no: number;
-}
+const nullScalar = /^(~|null|Null|NULL)?$/;
 
-export function parseYamlSubset(source: string): unknown {
-  const lines: Line[] = [];
-  source.split(/\r?\n/).forEach((raw, i) => {
-    if (/^\s*(#.*)?$/.test(raw)) return;
-    if (raw === '---' && lines.length === 0) return;
-    if (/^(---|\.\.\.)\s*$/.test(raw)) throw new Error(`line ${i + 1}: several YAML documents are not supported`);
-    if (/^\s*\t/.test(raw)) throw new Error(`line ${i + 1}: tabs are not allowed for indentation`);
-    const indent = raw.length - raw.trimStart().length;
-    lines.push({ indent, text: stripComment(raw.trim()), no: i + 1 });
+export function parseCloudsYaml(source: string): unknown {
+  // logLevel 'error': an unknown tag is read as a string without a process warning.
+  const doc = parseDocument(source, { schema: 'failsafe', merge: true, uniqueKeys: false, logLevel: 'error' });
+  const [error] = doc.errors;
+  if (error) throw new Error(yamlErrorText(error));
+  visit(doc, {
+    Scalar(key, node) {
+      if (key !== 'key' && node.type === 'PLAIN' && typeof node.value === 'string' && nullScalar.test(node.value)) node.value = null;
+    },
   });
-  if (lines.length === 0) return {};
-  let pos = 0;
-
-  const parseBlock = (indent: number): unknown => {
-    const first = lines[pos]!;
-    if (first.text.startsWith('- ') || first.text === '-') return parseSequence(indent);
-    return parseMapping(indent);
-  };
-
-  const parseMapping = (indent: number): Record<string, unknown> => {
-    const out: Record<string, unknown> = {};
-    while (pos < lines.length) {
-      const line = lines[pos]!;
-      if (line.indent < indent) break;
-      if (line.indent > indent) throw new Error(`line ${line.no}: unexpected indentation`);
-      const m = /^("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^:#'"][^:]*?)\s*:(?:\s+(.*))?$/.exec(line.text);
-      if (!m) throw new Error(`line ${line.no}: expected "key: value"`);
-      const key = String(scalar(m[1]!, line.no));
-      pos++;
-      const rest = m[2]?.trim();
-      if (rest) out[key] = inlineValue(rest, line.no);
-      else if (pos < lines.length && (lines[pos]!.indent > indent || (lines[pos]!.indent === indent && lines[pos]!.text.startsWith('-')))) {
-        out[key] = parseBlock(lines[pos]!.indent);
-      } else out[key] = null;
-    }
-    return out;
-  };
-
-  const parseSequence = (indent: number): unknown[] => {
-    const out: unknown[] = [];
-    while (pos < lines.length) {
-      const line = lines[pos]!;
-      if (line.indent !== indent || !(line.text.startsWith('- ') || line.text === '-')) break;
-      const rest = line.text.slice(1).trim();
-      if (!rest) {
-        pos++;
-        out.push(pos < lines.length && lines[pos]!.indent > indent ? parseBlock(lines[pos]!.indent) : null);
-      } else if (/^[^'"[{][^:]*:(\s|$)/.test(rest) || /^("[^"]*"|'[^']*')\s*:(\s|$)/.test(rest)) {
-        // "- key: value" starts a mapping whose keys sit two columns further in.
-        const inner = indent + (line.text.length - rest.length);
-        lines[pos] = { indent: inner, text: rest, no: line.no };
-        out.push(parseMapping(inner));
-      } else {
-        pos++;
-        out.push(inlineValue(rest, line.no));
-      }
-    }
-    return out;
-  };
-
-  const result = parseBlock(lines[0]!.indent);
-  if (pos < lines.length) throw new Error(`line ${lines[pos]!.no}: unexpected content`);
-  return result;
+  return doc.toJS() ?? {};
 }
 
-function stripComment(text: string): string {
-  let quote: string | undefined;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quote) {
-      if (c === '\\' && quote === '"') i++;
-      else if (c === quote) quote = undefined;
-    } else if (c === '"' || c === "'") quote = c;
-    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) return text.slice(0, i).trimEnd();
-  }
-  return text;
-}
-
-function inlineValue(text: string, no: number): unknown {
-  if (text.startsWith('[')) {
-    if (!text.endsWith(']')) throw new Error(`line ${no}: flow sequences must close on the same line`);
-    const body = text.slice(1, -1).trim();
-    return body ? splitFlow(body).map((s) => scalar(s.trim(), no)) : [];
-  }
-  if (text.startsWith('{')) {
-    if (!text.endsWith('}')) throw new Error(`line ${no}: flow mappings must close on the same line`);
-    const out: Record<string, unknown> = {};
-    const body = text.slice(1, -1).trim();
-    for (const part of body ? splitFlow(body) : []) {
-      const i = part.indexOf(':');
-      if (i < 0) throw new Error(`line ${no}: expected "key: value" in a flow mapping`);
-      out[String(scalar(part.slice(0, i).trim(), no))] = scalar(part.slice(i + 1).trim(), no);
-    }
-    return out;
-  }
-  if (/^[&*!|>]/.test(text)) throw new Error(`line ${no}: anchors, tags and block scalars are not supported`);
-  return scalar(text, no);
-}
-
-function splitFlow(body: string): string[] {
-  const parts: string[] = [];
-  let quote: string | undefined;
-  let start = 0;
-  for (let i = 0; i < body.length; i++) {
-    const c = body[i]!;
-    if (quote) {
-      if (c === '\\' && quote === '"') i++;
-      else if (c === quote) quote = undefined;
-    } else if (c === '"' || c === "'") quote = c;
-    else if (c === ',') {
-      parts.push(body.slice(start, i));
-      start = i + 1;
-    }
-  }
-  parts.push(body.slice(start));
-  return parts;
-}
-
-function scalar(text: string, no: number): unknown {
-  if (text.startsWith('"')) {
-    if (!text.endsWith('"') || text.length < 2) throw new Error(`line ${no}: unterminated string`);
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw new Error(`line ${no}: unsupported escape in a double-quoted string`);
-    }
-  }
-  if (text.startsWith("'")) {
-    if (!text.endsWith("'") || text.length < 2) throw new Error(`line ${no}: unterminated string`);
-    return text.slice(1, -1).replace(/''/g, "'");
-  }
-  if (text === '' || text === '~' || text === 'null' || text === 'Null' || text === 'NULL') return null;
-  if (/^(true|True|TRUE)$/.test(text)) return true;
-  if (/^(false|False|FALSE)$/.test(text)) return false;
-  // Numbers stay text: every value here is used as a string, and "0123" must stay "0123".
-  return text;
+/** The first line only: the lines after it quote the file, which may hold a password. */
+function yamlErrorText(error: YAMLError): string {
+  const text = error.message.split('\n', 1)[0]!.replace(/:$/, '');
+  const line = error.linePos?.[0].line;
+  return line === undefined ? text : `line ${line}: ${text.replace(/ at line \d+, column \d+$/, '')}`;
 }
