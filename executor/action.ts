@@ -13,7 +13,15 @@
 import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { MonitorSettings } from '../common/monitor-policy.js';
-import { decide, initialDecision, sameDecision, type DecidedStatus, type Decision, type StatusReason } from './decision.js';
+import {
+  decide,
+  initialDecision,
+  sameDecision,
+  startingDecision,
+  type DecidedStatus,
+  type Decision,
+  type StatusReason,
+} from './decision.js';
 import { probeRound, type Probe, type ProbeTarget, type RoundResult } from './probe.js';
 import type { ReportOutcome, Reporter } from './report.js';
 
@@ -121,6 +129,7 @@ export class MonitorAction {
     this.counters = deps.counters ?? createActionCounters();
     this.storedStatus = spec.knownStatus;
     this.storedReason = spec.knownReason ?? '';
+    this.decision = startingDecision(spec.knownStatus, this.storedReason);
   }
 
   /**

@@ -21,6 +21,20 @@ export const initialDecision: Decision = Object.freeze({ status: 'PENDING', fail
 // Every successful round decides this: one object shared by all actions, not one per round.
 const reachable: Decision = Object.freeze({ status: 'REACHABLE', failedRoundsInRow: 0 });
 
+const unreachable: Decision = Object.freeze({ status: 'UNREACHABLE', failedRoundsInRow: 0 });
+
+/**
+ * Where an action starts from: the status the conductor holds, when it was
+ * given one. A replacement action thus rides out a blip in its first rounds
+ * as the action before it would have, instead of reporting PENDING (a VIM
+ * known REACHABLE is not news, and not unknown, after one failed round).
+ */
+export function startingDecision(known: DecidedStatus | undefined, reason: StatusReason = ''): Decision {
+  if (known === 'REACHABLE') return reachable;
+  if (known === 'UNREACHABLE') return reason === '' ? unreachable : { status: 'UNREACHABLE', reason, failedRoundsInRow: 0 };
+  return initialDecision;
+}
+
 /**
  * REACHABLE on a successful round. A round the VIM refused (`reason`: its
  * credentials, its certificate) decides UNREACHABLE at once with that reason:

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { decide, initialDecision, type DecidedStatus, type Decision } from '../executor/decision.js';
+import { decide, initialDecision, startingDecision, type DecidedStatus, type Decision } from '../executor/decision.js';
 
 // Each case: rounds in order (true = ok), unreachable_after, and the status decided after each round.
 const cases: Array<{ name: string; unreachableAfter: number; rounds: boolean[]; expected: DecidedStatus[] }> = [
@@ -68,4 +68,17 @@ test('decide is pure: the previous decision is not changed', (t) => {
   t.deepEqual(previous, { status: 'REACHABLE', failedRoundsInRow: 0 });
   t.is(next.status, 'UNREACHABLE');
   t.is(initialDecision.status, 'PENDING');
+});
+
+test('an action given the stored status starts from it: a blip in its first rounds is not news', (t) => {
+  let d = startingDecision('REACHABLE');
+  d = decide(d, false, 3);
+  d = decide(d, false, 3);
+  t.is(d.status, 'REACHABLE', 'two failed rounds of three: still REACHABLE, not PENDING');
+  t.is(decide(d, false, 3).status, 'UNREACHABLE');
+  const refused = startingDecision('UNREACHABLE', 'CREDENTIALS_REJECTED');
+  t.deepEqual(decide(refused, false, 3), { status: 'UNREACHABLE', reason: 'CREDENTIALS_REJECTED', failedRoundsInRow: 1 });
+  t.is(decide(startingDecision('UNREACHABLE'), true, 3).status, 'REACHABLE');
+  t.is(startingDecision(undefined), initialDecision);
+  t.is(startingDecision('PENDING'), initialDecision);
 });

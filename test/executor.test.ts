@@ -284,6 +284,30 @@ test('a status equal to the known one waits for the heartbeat, which comes every
   t.truthy(watch.events.find((e) => e.started)?.started?.action);
 });
 
+test('an action given REACHABLE rides out failed rounds below unreachable_after: no PENDING report, then UNREACHABLE', async (t) => {
+  const conductor = await startRecordingConductor(t);
+  const { client } = await startHarness(t, conductor.address);
+  const target = await openTarget(t);
+  await target.close();
+  // A replacement action for a VIM stored REACHABLE whose target is now down: the first failed
+  // rounds are a blip to ride out (as the action before it would), not a PENDING to report.
+  const req = startRequest(
+    target.url,
+    policy({ intervalMs: 100, timeoutMs: 90, reportIntervalMs: 60_000, unreachableAfter: 4 }),
+    VimStatus.VIM_STATUS_REACHABLE,
+  );
+  conductor.expect(req);
+  await client.startAction(req);
+  await waitFor(t, 'the UNREACHABLE report', () => conductor.reports.length >= 1, 5_000);
+  await sleep(200);
+  t.deepEqual(
+    conductor.reports.map((r) => VimStatus[r.status]),
+    ['VIM_STATUS_UNREACHABLE'],
+  );
+  const { actions } = await client.listActions({ vimIds: [req.vimId] });
+  t.true(actions[0]!.rounds >= 4, `${actions[0]!.rounds} rounds before the report`);
+});
+
 test('rounds follow the interval from round start, neither faster nor overlapping', async (t) => {
   const conductor = await startRecordingConductor(t);
   const { client } = await startHarness(t, conductor.address);
@@ -527,7 +551,9 @@ test('a watcher that falls behind gets RESOURCE_EXHAUSTED; the actions do not sl
   const roundsBefore = executor.stats().rounds;
   await sleep(2_500);
   const rounds = executor.stats().rounds - roundsBefore;
-  t.true(rounds >= 40 * 20, `${rounds} rounds in 2.5 s for 40 actions at 100 ms`);
+  // 1,000 on an idle machine. An order of magnitude only (a loaded machine runs fewer): actions held
+  // up by the watcher would stop at the 16 events its queue takes.
+  t.true(rounds >= 40 * 5, `${rounds} rounds in 2.5 s for 40 actions at 100 ms`);
   await first;
   let error: { code?: Status } | undefined;
   let read = 1;
