@@ -329,6 +329,15 @@ export const environmentSchema = z.object({
       return v === 'on';
     },
   ),
+  VIMMON_INSPECTOR_SHARED: variable(
+    'on: several inspectors share the database, each delivering every alarm live (ids drawn at insert, alarms delivered from the table); ' +
+      'every inspector of a database must say the same; default off (one inspector, alarms sent before they are stored)',
+    (raw) => {
+      const v = nonEmpty(raw)?.toLowerCase() ?? 'off';
+      if (v !== 'on' && v !== 'off') fail(`expected on or off, got ${JSON.stringify(raw)}`);
+      return v === 'on';
+    },
+  ),
   VIMMON_INSPECTOR_RESET_STATE: variable(
     "on a host fault, error: force the host down and reset each of its VMs to error (Doctor's sample inspector); " +
       "off: force the host down only, Nova's host_status (microversion 2.16+) then reads DOWN for its VMs; default error",

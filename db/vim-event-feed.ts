@@ -3,53 +3,18 @@
 // committed while not. server/watch-hub.ts (WatchVims) and
 // inspector/vim-alarms.ts (VIM alarms) both consume it.
 //
-// Exactly once, across lost connections. Ids are drawn at insert and the
-// transactions of concurrent conductors commit out of id order, so "every id
-// above the last one handed over" is not what is left to hand over: an id
-// below it can still commit. The feed keeps `high`, the highest id handed over
-// (or where it started), and `gaps`, the ranges of ids at or below it that it
-// has not handed over and that may still commit. Every other id at or below
-// `high` was handed over, or was stored before the feed started. A transition
-// is new when its id is above `high` or inside a gap; anything else is a
-// repeat (a replayed page, a NOTIFY heard after its row was read) and dropped.
-// After a reconnect, and whenever the feed fell behind its notifications, it
-// reads the table above `high` and inside the gaps, in pages, until a page
-// comes back short: no cap, nothing repeated.
-//
-// When a gap is forgotten. An INSERT holds RowExclusiveLock on vim_event from
-// before it draws an id until its transaction ends, and an id below a
-// committed one was drawn before it. So the transactions that may still commit
-// an id of a gap are among those that held that lock when the gap was noticed
-// (pg_locks, read after). A gap is given that set of virtual transaction ids
-// at the first check after it appears; at a later check, once none of them
-// holds the lock any more, the gap's ids are read one last time (whatever
-// committed is visible now) and the gap is dropped. A gap filled in the
-// meantime (its NOTIFY came) is gone already: in steady state gaps are the
-// statements in flight and last milliseconds; a rolled-back insert leaves one
-// that goes at the second check. Memory stays bounded by maxGaps even when a
-// transaction never ends: beyond it the lowest gaps are forgotten, with a
-// warning. (The sequence must hand out ids in order: vim_event's is CACHE 1.)
-//
-// At the first connection the ids below the starting point that may still
-// commit are not known one by one: when some transaction holds the lock, the
-// ids missing among the last startLookback below it become gaps, guarded by
-// those transactions; an id further down is taken to be settled (a
-// transaction open across a thousand later transitions is not expected).
-//
-// Order. Each VIM's transitions commit in id order (the conductor locks the
-// VIM's row), and NOTIFYs arrive in commit order. Notifications are handed
-// over in arrival order; a page read from the table is merged with the
-// notifications already heard up to the page's last id and handed over in id
-// order. Either way a VIM's transitions arrive in order.
-import { randomBytes } from 'node:crypto';
-import { delay, isAbortError } from 'abort-controller-x';
-import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely';
-import pg from 'pg';
-import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
+// Exactly once across lost connections, each VIM's transitions in order: see
+// db/table-feed.ts, which this feed is an instance of (order 'arrival').
+// Each VIM's transitions commit in id order (the conductor locks the VIM's
+// row), and NOTIFYs arrive in commit order, so a VIM's transitions arrive in
+// order whether heard or read.
+import type { Kysely } from 'kysely';
+import type { BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
-import { sql, type Database } from './connection.js';
+import type { Database } from './connection.js';
 import { vimStatusChannel, type StoredReason, type StoredStatus } from './entities.js';
 import { parseVimStatusNotification, type VimStatusNotification } from './notifications.js';
+import { createTableFeed, rangeCondition, type Range } from './table-feed.js';
 
 export type VimEventChange = VimStatusNotification;
 
@@ -116,476 +81,62 @@ export interface VimEventFeed {
   stats(): VimEventFeedStats;
 }
 
-interface Range {
-  lo: number;
-  /** Infinity: no upper end (the ids above high). */
-  hi: number;
+function toChange(r: {
+  id: number | string;
+  vim_id: string;
+  name: string;
+  owner_project: string;
+  from_status: string;
+  to_status: string;
+  status_reason: string;
+  action_id: string;
+  created_at: Date | string;
+}): VimEventChange {
+  return {
+    eventId: Number(r.id), // int8 comes back as text
+    vimId: r.vim_id,
+    vimName: r.name,
+    from: r.from_status as StoredStatus,
+    to: r.to_status as StoredStatus,
+    reason: r.status_reason as StoredReason,
+    actionId: r.action_id,
+    changedAt: new Date(r.created_at).toISOString(),
+    ownerProject: r.owner_project,
+  };
 }
 
-interface Gap extends Range {
-  /** Virtual transaction ids that held vim_event's insert lock after the gap was noticed; unset until the next check. */
-  guard?: readonly string[];
-  /** Its last read is under way: it goes when the read is over. */
-  settling?: boolean;
-}
-
-type Pending = { change: VimEventChange } | { barrier: string };
-
-interface Barrier {
-  /** The connection its NOTIFY goes out on; undefined if none was up (the next catch-up releases it). */
-  via: pg.Client | undefined;
-  resolve(): void;
-  reject(reason: unknown): void;
-}
-
-/** Gap ranges per read of the table, so that one statement stays small. */
-const rangesPerRead = 100;
-
-/**
- * Who may hold a vim_event id not committed yet: the transactions holding
- * the lock an INSERT takes on the table (fast-path locks included). Other
- * databases' relations can share the oid, hence the database filter.
- */
-const vimEventWriters = sql<string[]>`array(
-  select distinct l.virtualtransaction from pg_locks l
-   where l.locktype = 'relation' and l.mode = 'RowExclusiveLock' and l.relation = 'vim_event'::regclass
-     and l.database = (select oid from pg_database where datname = current_database())
-     and l.pid is distinct from pg_backend_pid())`;
-
-/**
- * Typed queries on the feed's one connection: its reads then come in order
- * with what it hears. Values arrive as pg decodes them (bigint as text), not
- * converted as typedSql's are: ids go through Number().
- */
-function kyselyOn(client: pg.Client): Kysely<Database> {
-  const poolClient = {
-    query: (text: string, values: readonly unknown[]) => client.query(text, [...values]),
-    release() {},
-  } as unknown as PostgresPoolClient;
-  const pool: PostgresPool = { options: {}, connect: async () => poolClient, end: async () => {} };
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+async function readTransitions(db: Kysely<Database>, after: number, ranges: readonly Range[], limit: number): Promise<VimEventChange[]> {
+  const rows = await db
+    .selectFrom('vim_event as e')
+    .innerJoin('vim as v', 'v.id', 'e.vim_id')
+    .select([
+      'e.id',
+      'e.vim_id',
+      'v.name',
+      'v.owner_project',
+      'e.from_status',
+      'e.to_status',
+      'e.status_reason',
+      'e.action_id',
+      'e.created_at',
+    ])
+    .where(rangeCondition('e.id', after, ranges))
+    .orderBy('e.id')
+    .limit(limit)
+    .execute();
+  return rows.map(toChange);
 }
 
 export function createVimEventFeed(options: VimEventFeedOptions): VimEventFeed {
-  const { logger } = options;
-  const pageSize = options.pageSize ?? 1_000;
-  const settleIntervalMs = options.settleIntervalMs ?? 1_000;
-  const maxGaps = options.maxGaps ?? 10_000;
-  const maxPending = options.maxPending ?? 10_000;
-  const startLookback = options.startLookback ?? 1_000;
-  const retry = options.retry ?? { baseDelayMs: 200, maxDelayMs: 10_000 };
-  // The barrier channel is this feed's alone: no other listener hears its notifications.
-  const barrierChannel = `vimmon_feed_barrier_${randomBytes(6).toString('hex')}`;
-
-  let started = false;
-  let high = 0;
-  let gaps: Gap[] = []; // disjoint, by lo
-  let forgotten = 0; // gap ids dropped by maxGaps since the last warning
-  let pending: Pending[] = [];
-  let pendingChanges = 0;
-  /** The table must be read: connected anew, or notifications were dropped or unreadable. */
-  let behind = false;
-  let current: pg.Client | undefined;
-  const barriers = new Map<string, Barrier>();
-  let barrierSeq = 0;
-  /** Barrier tokens to NOTIFY on the current connection. */
-  let unsent: string[] = [];
-  let markReady!: () => void;
-  const readyPromise = new Promise<void>((resolve) => (markReady = resolve));
-  let waiter: (() => void) | undefined;
-  const wake = () => {
-    const w = waiter;
-    waiter = undefined;
-    w?.();
-  };
-
-  /** Records id as handed over; false when it was already (or is history). */
-  function accept(id: number): boolean {
-    if (id > high) {
-      if (id > high + 1) gaps.push({ lo: high + 1, hi: id - 1 });
-      high = id;
-      if (gaps.length > maxGaps) {
-        for (const g of gaps.splice(0, gaps.length - maxGaps)) forgotten += g.hi - g.lo + 1;
-      }
-      return true;
-    }
-    // The last gap starting at or below id.
-    let a = 0;
-    let b = gaps.length - 1;
-    while (a <= b) {
-      const m = (a + b) >> 1;
-      if (gaps[m]!.lo <= id) a = m + 1;
-      else b = m - 1;
-    }
-    const g = gaps[b];
-    if (!g || g.hi < id) return false;
-    const rest: Gap[] = [];
-    if (g.lo < id) rest.push({ ...g, hi: id - 1 });
-    if (id < g.hi) rest.push({ ...g, lo: id + 1 });
-    gaps.splice(b, 1, ...rest);
-    return true;
-  }
-
-  async function hand(changes: VimEventChange[], signal: AbortSignal) {
-    if (changes.length === 0) return;
-    try {
-      await options.onChanges(changes, signal);
-    } catch (err) {
-      if (signal.aborted) throw err;
-      logger.error('a consumer of VIM status transitions failed', { err, first: changes[0]!.eventId, count: changes.length });
-    }
-  }
-
-  function onNotification(msg: pg.Notification) {
-    if (msg.channel === barrierChannel) {
-      pending.push({ barrier: msg.payload ?? '' });
-    } else {
-      const change = msg.payload ? parseVimStatusNotification(msg.payload) : undefined;
-      if (!change || !Number.isSafeInteger(change.eventId) || change.eventId <= 0) {
-        logger.warn('unreadable VIM status notification; reading the table', { payload: msg.payload?.slice(0, 200) });
-        behind = true;
-      } else if (pendingChanges >= maxPending) {
-        // Committed, so in the table: read from there once the consumer is ready again.
-        logger.warn('VIM status notifications pile up; reading the table instead', { dropped: pendingChanges + 1 });
-        pending = pending.filter((p) => 'barrier' in p);
-        pendingChanges = 0;
-        behind = true;
-      } else {
-        pending.push({ change });
-        pendingChanges++;
-      }
-    }
-    wake();
-  }
-
-  /** Takes the pending notifications of ids up to bound, leaving the rest (and every barrier) in order. */
-  function takePending(bound: number): VimEventChange[] {
-    const taken: VimEventChange[] = [];
-    pending = pending.filter((p) => {
-      if ('barrier' in p || p.change.eventId > bound) return true;
-      taken.push(p.change);
-      return false;
-    });
-    pendingChanges -= taken.length;
-    return taken;
-  }
-
-  function toChange(r: {
-    id: number | string;
-    vim_id: string;
-    name: string;
-    owner_project: string;
-    from_status: string;
-    to_status: string;
-    status_reason: string;
-    action_id: string;
-    created_at: Date | string;
-  }): VimEventChange {
-    return {
-      eventId: Number(r.id), // int8 comes back as text
-      vimId: r.vim_id,
-      vimName: r.name,
-      from: r.from_status as StoredStatus,
-      to: r.to_status as StoredStatus,
-      reason: r.status_reason as StoredReason,
-      actionId: r.action_id,
-      changedAt: new Date(r.created_at).toISOString(),
-      ownerProject: r.owner_project,
-    };
-  }
-
-  /**
-   * Hands over every stored transition in ranges not handed over yet, in
-   * pages, each merged with the notifications already heard up to where the
-   * page ends.
-   */
-  async function readRanges(db: Kysely<Database>, ranges: readonly Range[], signal: AbortSignal) {
-    for (let i = 0; i < ranges.length && !signal.aborted; i += rangesPerRead) {
-      const chunk = ranges.slice(i, i + rangesPerRead);
-      let cursor = chunk[0]!.lo - 1;
-      while (!signal.aborted) {
-        const rows = await db
-          .selectFrom('vim_event as e')
-          .innerJoin('vim as v', 'v.id', 'e.vim_id')
-          .select([
-            'e.id',
-            'e.vim_id',
-            'v.name',
-            'v.owner_project',
-            'e.from_status',
-            'e.to_status',
-            'e.status_reason',
-            'e.action_id',
-            'e.created_at',
-          ])
-          .where('e.id', '>', cursor)
-          .where((eb) => eb.or(chunk.map((r) => (r.hi === Infinity ? eb('e.id', '>=', r.lo) : eb.between('e.id', r.lo, r.hi)))))
-          .orderBy('e.id')
-          .limit(pageSize)
-          .execute();
-        const full = rows.length === pageSize;
-        // A short page holds every row of the chunk: what was heard up to its end is in order with it.
-        const bound = full ? Number(rows.at(-1)!.id) : chunk.at(-1)!.hi;
-        const merged = [...rows.map(toChange), ...takePending(bound)].sort((x, y) => x.eventId - y.eventId);
-        await hand(
-          merged.filter((c) => accept(c.eventId)),
-          signal,
-        );
-        if (!full) break;
-        cursor = bound;
-      }
-    }
-  }
-
-  /** What committed while nobody listened (or what was dropped): the gaps and everything above high. */
-  async function catchUp(db: Kysely<Database>, signal: AbortSignal) {
-    // Notifications heard so far are of committed rows: the reads cover them, in order.
-    takePending(Infinity);
-    await readRanges(db, [...gaps.map(({ lo, hi }) => ({ lo, hi })), { lo: high + 1, hi: Infinity }], signal);
-  }
-
-  /** Guards new gaps; reads one last time, then drops, the gaps whose guards have all ended. */
-  async function settle(db: Kysely<Database>, signal: AbortSignal) {
-    if (forgotten > 0) {
-      logger.warn('too many open gaps in vim_event ids; the lowest are forgotten', { ids: forgotten, maxGaps });
-      forgotten = 0;
-    }
-    const { writers } = await db.selectNoFrom(vimEventWriters.as('writers')).executeTakeFirstOrThrow();
-    const live = new Set(writers);
-    const verdicts = new Map<readonly string[], boolean>();
-    const ended = (guard: readonly string[]) => {
-      let v = verdicts.get(guard);
-      if (v === undefined) verdicts.set(guard, (v = guard.every((w) => !live.has(w))));
-      return v;
-    };
-    const done: Gap[] = [];
-    for (const g of gaps) {
-      if (g.guard === undefined) g.guard = writers;
-      else if (ended(g.guard)) done.push(g);
-    }
-    if (done.length === 0) return;
-    for (const g of done) g.settling = true;
-    try {
-      // Pieces split off these gaps while they are read carry the mark along.
-      await readRanges(
-        db,
-        done.map(({ lo, hi }) => ({ lo, hi })),
-        signal,
-      );
-    } catch (err) {
-      for (const g of gaps) g.settling = undefined; // not read: still open
-      throw err;
-    }
-    gaps = gaps.filter((g) => !g.settling);
-  }
-
-  /** At the first connection: where to start, and the ids below it that may still commit. */
-  async function begin(db: Kysely<Database>) {
-    // One statement: pg_locks is read after its snapshot, so a transaction that
-    // drew an id up to `newest` and had not committed then is among `writers`.
-    const first = await db
-      .selectFrom('vim_event')
-      .select((eb) => [eb.fn.max('id').as('newest'), vimEventWriters.as('writers')])
-      .executeTakeFirstOrThrow();
-    const newest = Number(first.newest ?? 0);
-    const after = options.startAfter ? await options.startAfter(newest) : newest;
-    const found: Gap[] = [];
-    const top = Math.min(after, newest);
-    if (first.writers.length > 0 && top > 0) {
-      const from = Math.max(0, top - startLookback);
-      const stored = await db.selectFrom('vim_event').select('id').where('id', '>', from).where('id', '<=', top).orderBy('id').execute();
-      let previous = from;
-      for (const { id } of stored) {
-        const n = Number(id);
-        if (n > previous + 1) found.push({ lo: previous + 1, hi: n - 1, guard: first.writers });
-        previous = n;
-      }
-      if (top > previous) found.push({ lo: previous + 1, hi: top, guard: first.writers });
-    }
-    high = after;
-    gaps = found;
-  }
-
-  async function drain(signal: AbortSignal) {
-    const items = pending;
-    pending = [];
-    pendingChanges = 0;
-    let batch: VimEventChange[] = [];
-    for (const [i, item] of items.entries()) {
-      if ('change' in item) {
-        if (accept(item.change.eventId)) batch.push(item.change);
-        continue;
-      }
-      await hand(batch, signal);
-      batch = [];
-      if (behind) {
-        // Something before this barrier is only in the table now: it waits for the catch-up.
-        const rest = items.slice(i);
-        pending = [...rest, ...pending];
-        pendingChanges += rest.filter((p) => 'change' in p).length;
-        return;
-      }
-      settleBarrier(item.barrier);
-    }
-    await hand(batch, signal);
-  }
-
-  function settleBarrier(token: string) {
-    const b = barriers.get(token);
-    barriers.delete(token);
-    b?.resolve();
-  }
-
-  /** After a catch-up on client: barriers whose NOTIFY does not go out on it are covered by the catch-up. */
-  function releaseBarriersNotOn(client: pg.Client) {
-    for (const [token, b] of barriers) {
-      if (b.via === client) continue;
-      barriers.delete(token);
-      b.resolve();
-    }
-  }
-
-  /** NOTIFY itself, from the loop (one query at a time on the connection): it comes back after every notification committed before it. */
-  async function sendBarriers(client: pg.Client) {
-    const tokens = unsent;
-    unsent = [];
-    for (const token of tokens) {
-      if (barriers.get(token)?.via !== client) continue; // released or aborted meanwhile
-      await client.query(`select pg_notify($1, $2)`, [barrierChannel, token]);
-    }
-  }
-
-  /** Resolves at wake(), at abort, or after ms. */
-  function nap(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        if (waiter === done) waiter = undefined;
-        resolve();
-      };
-      const timer = Number.isFinite(ms) ? setTimeout(done, ms) : undefined;
-      waiter = done;
-      if (signal.aborted) done();
-      else signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
-  /** One connection's life, level-triggered: read the table when behind, hand over what was heard, check gaps, wait. */
-  async function serve(
-    client: pg.Client,
-    db: Kysely<Database>,
-    link: { lost: boolean; error?: unknown },
-    signal: AbortSignal,
-    connectedAgain: () => void,
-  ) {
-    let lastSettle = Date.now();
-    while (!signal.aborted && !link.lost) {
-      if (behind) {
-        behind = false;
-        await catchUp(db, signal);
-        releaseBarriersNotOn(client);
-        markReady();
-        connectedAgain();
-        continue;
-      }
-      if (unsent.length > 0) {
-        await sendBarriers(client);
-        continue;
-      }
-      if (pending.length > 0) {
-        await drain(signal);
-        continue;
-      }
-      const wait = gaps.length > 0 ? lastSettle + settleIntervalMs - Date.now() : Infinity;
-      if (wait <= 0) {
-        await settle(db, signal);
-        lastSettle = Date.now();
-        continue;
-      }
-      await nap(wait, signal);
-    }
-    if (link.lost && !signal.aborted) throw link.error ?? new Error('connection ended');
-  }
-
-  return {
-    ready: () => readyPromise,
-    watermark: () => (gaps.length > 0 ? Math.min(high, gaps[0]!.lo - 1) : high),
-    stats: () => ({ high, gaps: gaps.length, pending: pendingChanges }),
-    barrier(signal) {
-      if (signal.aborted) return Promise.reject(signal.reason);
-      const token = String(++barrierSeq);
-      return new Promise<void>((resolve, reject) => {
-        const onAbort = () => {
-          barriers.delete(token);
-          reject(signal.reason);
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        const via = current;
-        barriers.set(token, {
-          via,
-          resolve: () => {
-            signal.removeEventListener('abort', onAbort);
-            resolve();
-          },
-          reject: (reason) => {
-            signal.removeEventListener('abort', onAbort);
-            reject(reason);
-          },
-        });
-        if (via) {
-          unsent.push(token);
-          wake();
-        }
-      });
-    },
-    async run(signal) {
-      let attempt = 0;
-      while (!signal.aborted) {
-        const client = new pg.Client({
-          connectionString: options.databaseUrl,
-          application_name: options.applicationName ?? 'vimmon vim_event feed',
-        });
-        const link: { lost: boolean; error?: unknown } = { lost: false };
-        const lost = (err?: unknown) => {
-          if (link.lost) return;
-          link.lost = true;
-          link.error = err;
-          wake();
-        };
-        client.on('error', lost);
-        client.on('end', () => lost());
-        client.on('notification', onNotification);
-        try {
-          await client.connect();
-          // LISTEN takes no parameter: both channel names are fixed identifiers.
-          await client.query(`listen ${vimStatusChannel}`);
-          await client.query(`listen ${barrierChannel}`);
-          const db = kyselyOn(client);
-          if (!started) {
-            await begin(db);
-            started = true;
-          }
-          current = client;
-          // Whatever committed while nobody listened is only in the table.
-          behind = true;
-          await serve(client, db, link, signal, () => (attempt = 0));
-        } catch (err) {
-          if (signal.aborted) break;
-          logger.warn('VIM status listener lost its connection; reconnecting', { err: String(err), attempt });
-        } finally {
-          if (current === client) current = undefined;
-          client.removeListener('notification', onNotification);
-          await client.end().catch(() => {});
-        }
-        try {
-          await delay(signal, backoffDelayMs(attempt++, retry));
-        } catch (err) {
-          if (!isAbortError(err)) throw err;
-        }
-      }
-      for (const b of barriers.values()) b.reject(new Error('the VIM status feed stopped'));
-      barriers.clear();
-    },
-  };
+  return createTableFeed<VimEventChange>({
+    ...options,
+    table: 'vim_event',
+    idColumn: 'id',
+    channel: vimStatusChannel,
+    noun: 'VIM status',
+    parse: parseVimStatusNotification,
+    read: readTransitions,
+    idOf: (c) => c.eventId,
+    order: 'arrival',
+  });
 }

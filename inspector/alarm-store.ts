@@ -2,8 +2,15 @@
 // (alarm-stream.ts) writes alarms; it calls save() from one writer at a time,
 // in id order, so that the rows below the writer's watermark are exactly the
 // alarms raised below it.
+//
+// Shared mode (idsAtInsert, shared-alarm-hub.ts): save() leaves alarm_id to
+// the sequence, so ids are drawn inside the storing transaction, under the
+// table's insert lock (what db/table-feed.ts's gaps rely on), gives each alarm
+// stored its id once the transaction commits, and announces each on
+// alarmChannel in the same transaction.
 import { recordset, sql, typedSql, type Database, type Orm, type Selectable } from '../db/connection.js';
 import { alarmTypes, type FaultInstance, type StoredAlarmType } from '../db/alarm.js';
+import { alarmChannel, alarmNotifyMaxBytes } from '../db/alarm-feed.js';
 import { checkResumePoint } from '../db/retention.js';
 import { AlarmType, type Alarm, type AlarmFilter } from '../gen/vimmon/inspector/v1/inspector_service.js';
 
@@ -51,7 +58,11 @@ export interface AlarmStore {
   reserveIds(count: number): Promise<number[]>;
   /** The largest id of an alarm stored or quarantined, 0 when none. */
   lastAlarmId(): Promise<number>;
-  /** One transaction: one multi-row INSERT of the alarms, one upsert of the hosts, the Nova marks. */
+  /**
+   * One transaction: one multi-row INSERT of the alarms, one upsert of the hosts, the Nova marks.
+   * With idsAtInsert each alarm stored gets its alarmId once committed; one that another
+   * inspector stored first (the same VIM transition) keeps alarmId 0.
+   */
   save(batch: SaveBatch): Promise<void>;
   /**
    * Puts an alarm the database refused aside in alarm_quarantine, as JSON text
@@ -127,8 +138,17 @@ const hostColumnNames = Object.keys(hostColumns) as HostColumn[];
 
 const novaDoneColumns = { host: 'text', fault_id: 'uuid', at: 'timestamptz' } as const;
 
-export function createAlarmStore(orm: Orm): AlarmStore {
+export interface AlarmStoreOptions {
+  /** Shared mode: alarm ids drawn at insert and each alarm announced on alarmChannel (see above). */
+  idsAtInsert?: boolean;
+}
+
+/** Where an alarm's row goes in the batch, so that ids are drawn in the batch's order. */
+const orderedAlarmColumns = { ...alarmColumns, ord: 'int' } as const;
+
+export function createAlarmStore(orm: Orm, options: AlarmStoreOptions = {}): AlarmStore {
   const db = () => typedSql(orm.em.fork());
+  const idsAtInsert = options.idsAtInsert ?? false;
 
   return {
     async reserveIds(count) {
@@ -163,6 +183,7 @@ export function createAlarmStore(orm: Orm): AlarmStore {
     },
 
     async save(batch) {
+      let drawn: Array<[AlarmRecord, number]> = [];
       // The values travel as one JSON document: a fixed parameter count whatever
       // the number of rows (a host may carry thousands of VMs).
       await orm.em.fork().transactional(async (em) => {
@@ -191,12 +212,14 @@ export function createAlarmStore(orm: Orm): AlarmStore {
               expected: a.expected,
             }),
           );
-          await tx
-            .insertInto('alarm')
-            .columns(alarmColumnNames)
-            .expression(tx.selectFrom(recordset<AlarmRow>(alarmColumns, rows)).select(alarmColumnNames))
-            .onConflict((oc) => oc.doNothing())
-            .execute();
+          if (idsAtInsert) drawn = await insertDrawingIds(tx, batch.alarms, rows);
+          else
+            await tx
+              .insertInto('alarm')
+              .columns(alarmColumnNames)
+              .expression(tx.selectFrom(recordset<AlarmRow>(alarmColumns, rows)).select(alarmColumnNames))
+              .onConflict((oc) => oc.doNothing())
+              .execute();
         }
         if (batch.hosts.length > 0) {
           // One row per host: ON CONFLICT cannot touch a row twice in one statement.
@@ -244,6 +267,8 @@ export function createAlarmStore(orm: Orm): AlarmStore {
             .execute();
         }
       });
+      // Committed: only now are the ids the alarms'.
+      for (const [a, id] of drawn) a.alarmId = id;
     },
 
     async quarantine(alarm, error) {
@@ -251,7 +276,12 @@ export function createAlarmStore(orm: Orm): AlarmStore {
       // control character and lone surrogate: the payload cannot be refused.
       const rows = await db()
         .insertInto('alarm_quarantine')
-        .values({ alarm_id: alarm.alarmId, payload: quarantinePayload(alarm), error: storableText(error, 2_000) })
+        .values({
+          // In shared mode a refused alarm never had an id: it gets one, never an alarm's.
+          alarm_id: alarm.alarmId || sql<number>`nextval(pg_get_serial_sequence('alarm', 'alarm_id'))`,
+          payload: quarantinePayload(alarm),
+          error: storableText(error, 2_000),
+        })
         .onConflict((oc) => oc.column('alarm_id').doNothing())
         .returning('alarm_id')
         .execute();
@@ -325,7 +355,55 @@ export function storableText(s: string, max: number): string {
     .toWellFormed();
 }
 
-function rowToAlarm(r: AlarmRow): AlarmRecord {
+/**
+ * Inserts the alarms with ids drawn from the sequence in the batch's order and
+ * announces each on alarmChannel; returns each alarm stored with its id (an
+ * alarm whose VIM transition is stored already is left out).
+ */
+async function insertDrawingIds(
+  tx: ReturnType<typeof typedSql>,
+  alarms: AlarmRecord[],
+  rows: Array<Record<AlarmColumn, unknown>>,
+): Promise<Array<[AlarmRecord, number]>> {
+  const columns = alarmColumnNames.filter((c) => c !== 'alarm_id');
+  const ordered = rows.map((r, ord) => ({ ...r, alarm_id: null, ord }));
+  // One statement, one round trip on the live path: the insert, and each row announced as it was stored.
+  const { rows: inserted } = await sql<{ alarm_id: string | number; vim_event_id: string | number | null; type: string }>`
+    with ins as (
+      insert into alarm (${sql.join(columns.map((c) => sql.id(c)))})
+      select ${sql.join(columns.map((c) => sql.ref(`r.${c}`)))}
+        from ${recordset<AlarmRow & { ord: number }>(orderedAlarmColumns, ordered)}
+       order by r.ord
+      on conflict do nothing
+      returning ${sql.join(alarmColumnNames.map((c) => sql.id(c)))}
+    ), announced as (select ins.alarm_id, ins.vim_event_id, ins.type, row_to_json(ins)::text as payload from ins)
+    select alarm_id, vim_event_id, type,
+           pg_notify(${alarmChannel}, case when octet_length(payload) < ${alarmNotifyMaxBytes} then payload
+                                           else json_build_object('alarm_id', alarm_id)::text end)
+      from announced order by alarm_id`.execute(tx);
+  // Only a VIM alarm can be left out (its transition's alarm stored already): the rest keep their order.
+  const stored = new Map<string, number>();
+  for (const r of inserted) {
+    if (r.vim_event_id === null) continue;
+    const key = `${r.vim_event_id}/${r.type}`;
+    stored.set(key, (stored.get(key) ?? 0) + 1);
+  }
+  const drawn: Array<[AlarmRecord, number]> = [];
+  let next = 0;
+  for (const a of alarms) {
+    if (a.vimEventId !== undefined) {
+      const key = `${a.vimEventId}/${storedAlarmType(a.type)}`;
+      const left = stored.get(key) ?? 0;
+      if (left === 0) continue;
+      stored.set(key, left - 1);
+    }
+    drawn.push([a, Number(inserted[next++]!.alarm_id)]);
+  }
+  return drawn;
+}
+
+/** The alarm a stored row holds. */
+export function rowToAlarm(r: AlarmRow): AlarmRecord {
   return {
     ...(r.vim_event_id === null ? {} : { vimEventId: r.vim_event_id }),
     alarmId: r.alarm_id,

@@ -16,6 +16,7 @@ import type { Orm } from '../db/connection.js';
 import { runRetention } from '../db/retention.js';
 import { createAlarmStore } from './alarm-store.js';
 import { createAlarmHub } from './alarm-stream.js';
+import { createSharedAlarmHub } from './shared-alarm-hub.js';
 import { createDoctorHttpServer } from './doctor-http.js';
 import { createFaultHandler, type NovaRetryOptions, type ResetStateMode } from './fault.js';
 import { createKeystoneSession } from '../common/keystone.js';
@@ -67,6 +68,12 @@ export interface InspectorOptions {
   takeoverIntervalMs?: number;
   /** How long stop() waits for Nova work before cutting it short (default 10 s). */
   novaShutdownGraceMs?: number;
+  /**
+   * Several inspectors share the database (VIMMON_INSPECTOR_SHARED): each delivers every alarm,
+   * its own and the others', from the table (shared-alarm-hub.ts). Every inspector of a database
+   * must say the same. Default false: the shortcut, alarms sent before they are stored (alarm-stream.ts).
+   */
+  shared?: boolean;
   /** 'after-nova' is Doctor's conservative order, for measurements only. */
   alarmTiming?: 'before-nova' | 'after-nova';
   /** For measurements only: 'per-stream' encodes each alarm once per SubscribeAlarms stream. */
@@ -103,6 +110,7 @@ type InspectorSettings = Pick<
   | 'maxHostsDown'
   | 'resetState'
   | 'neutron'
+  | 'shared'
 >;
 
 /** The inspector's own settings, from the environment parsed once (common/env.ts); the OS_* ones go in `env`. */
@@ -117,6 +125,8 @@ export function inspectorSettings(e: Environment): InspectorSettings {
     maxHostsDown: e.VIMMON_INSPECTOR_MAX_HOSTS_DOWN,
     resetState: e.VIMMON_INSPECTOR_RESET_STATE,
     neutron: e.VIMMON_INSPECTOR_NEUTRON,
+    // Only when on: the single-inspector settings stay as they were.
+    ...(e.VIMMON_INSPECTOR_SHARED ? { shared: true } : {}),
   };
 }
 
@@ -153,15 +163,16 @@ export async function startInspector(options: InspectorOptions): Promise<Running
     logger.warn('no AMQP URL: Nova notifications are not consumed; the cache is repaired by the periodic resync only');
   }
 
-  const store = createAlarmStore(options.orm);
-  const hub = createAlarmHub({
+  const store = createAlarmStore(options.orm, { idsAtInsert: options.shared });
+  const hubOptions = {
     store,
     logger,
     subscriberQueueSize: options.subscriberQueueSize,
     subscriberQueueBytes: options.subscriberQueueBytes,
     maxPendingAlarms: options.maxPendingAlarms,
     metrics,
-  });
+  };
+  const hub = options.shared ? createSharedAlarmHub({ ...hubOptions, databaseUrl: options.databaseUrl }) : createAlarmHub(hubOptions);
   await hub.start();
   const cache = createVmCache({ nova, logger, resyncIntervalMs: options.resyncIntervalMs });
   const profiler = createProfiler({ logger });

@@ -156,3 +156,12 @@ test('no role reads process.env itself', (t) => {
     [],
   );
 });
+
+test('VIMMON_INSPECTOR_SHARED is on or off, off by default', (t) => {
+  t.false(parseEnvironment({}).VIMMON_INSPECTOR_SHARED);
+  t.true(parseEnvironment({ VIMMON_INSPECTOR_SHARED: ' ON ' }).VIMMON_INSPECTOR_SHARED);
+  t.false(parseEnvironment({ VIMMON_INSPECTOR_SHARED: 'off' }).VIMMON_INSPECTOR_SHARED);
+  t.throws(() => parseEnvironment({ VIMMON_INSPECTOR_SHARED: 'yes' }), {
+    message: /^VIMMON_INSPECTOR_SHARED: expected on or off, got "yes"/,
+  });
+});

@@ -1,6 +1,7 @@
 // Two inspectors on one database against the OpenStack double: a host's Nova
 // work is driven by one of them only (the holder of the host's lease), and the
-// other takes it over when the one driving it stops mid-fault.
+// other takes it over when the one driving it stops mid-fault; alike with the
+// alarms shared (VIMMON_INSPECTOR_SHARED) and not.
 import test, { type ExecutionContext } from 'ava';
 import { createAlarmStore } from '../inspector/alarm-store.js';
 import type { HostRecord } from '../inspector/alarm-store.js';
@@ -90,13 +91,13 @@ test('a takeover pass takes the stored faults not done whose lease is free, and 
   t.is(handed.length, 1);
 });
 
-test('two inspectors on one database: the fault reported to one is driven once, and the other leaves it', async (t) => {
+async function drivenOnce(t: ExecutionContext, shared: boolean) {
   const d = await openstack(t);
   const vms = [0, 1, 2].map((i) => d.addServer({ name: `a${i}`, host: 'compute-a' }));
   // Long enough that the other inspector's takeover passes run many times while the work is under way.
   d.setLatency(400, isReset);
-  const first = await startInspectorHarness(t, d, { takeoverIntervalMs: 50 });
-  await startInspectorHarness(t, d, { db: await secondOn(first.db), takeoverIntervalMs: 50 });
+  const first = await startInspectorHarness(t, d, { takeoverIntervalMs: 50, shared });
+  await startInspectorHarness(t, d, { db: await secondOn(first.db), takeoverIntervalMs: 50, shared });
   const sub = await subscribeLive(t, first.client);
 
   const reply = await first.client.reportEvents({ events: [hostEvent('compute-a')] });
@@ -109,15 +110,18 @@ test('two inspectors on one database: the fault reported to one is driven once, 
   t.is(forces.length, 1, 'one force-down');
   const resets = d.computeCalls().filter((c) => isReset(c.method, c.path));
   t.deepEqual(resets.map((c) => resetTarget(c.path)).sort(), [...vms].sort(), 'one reset per VM');
-});
+}
 
-test('an inspector stopped mid-fault: the other takes its Nova work over and finishes it', async (t) => {
+test('two inspectors on one database: the fault reported to one is driven once, and the other leaves it', (t) => drivenOnce(t, false));
+test('two inspectors sharing alarms: the fault reported to one is driven once, and the other leaves it', (t) => drivenOnce(t, true));
+
+async function stoppedMidFault(t: ExecutionContext, shared: boolean) {
   const d = await openstack(t);
   const vms = [0, 1, 2].map((i) => d.addServer({ name: `k${i}`, host: 'compute-k' }));
   // The resets hang: the first inspector is stopped while they are under way.
   d.setLatency(15_000, isReset);
-  const first = await startInspectorHarness(t, d, { novaShutdownGraceMs: 0, takeoverIntervalMs: 100 });
-  const second = await startInspectorHarness(t, d, { db: await secondOn(first.db), takeoverIntervalMs: 100 });
+  const first = await startInspectorHarness(t, d, { novaShutdownGraceMs: 0, takeoverIntervalMs: 100, shared });
+  const second = await startInspectorHarness(t, d, { db: await secondOn(first.db), takeoverIntervalMs: 100, shared });
 
   const reply = await first.client.reportEvents({ events: [hostEvent('compute-k')] });
   t.is(reply.accepted, 1);
@@ -145,4 +149,7 @@ test('an inspector stopped mid-fault: the other takes its Nova work over and fin
   t.true(d.servers().every((s) => s.vmState === 'error'));
   t.true(d.services().find((s) => s.host === 'compute-k')!.forcedDown);
   t.is((await storedHost(second.db, 'compute-k'))!.faultId, reply.faultIds[0], 'the same fault, finished');
-});
+}
+
+test('an inspector stopped mid-fault: the other takes its Nova work over and finishes it', (t) => stoppedMidFault(t, false));
+test('an inspector sharing alarms stopped mid-fault: the other takes its Nova work over and finishes it', (t) => stoppedMidFault(t, true));
