@@ -20,6 +20,15 @@
 // An id below the floor that commits after that is missed by a resume, as it
 // would be by the server's own resume point; a conductor's transaction lasts
 // milliseconds, not a minute.
+//
+// But not while the current connection may still replay it. A connection
+// replays, in id order, what is stored above the point it resumed after, then
+// goes live (and live never repeats). An id above the highest one this
+// connection has brought so far may still come in its replay: forgetting it
+// then (raising the floor over it) would take its replay for a late commit and
+// hand it twice. So only ids at or below that mark leave, and the window may
+// run over until the replay passes them, up to 4 × window (beyond that the
+// oldest leave anyway: memory stays bounded, at the cost of a possible repeat).
 
 export interface DeliveredIdsOptions {
   /** 'ordered': ids only increase; 'unordered': they may arrive out of numeric order. */
@@ -40,6 +49,8 @@ export class DeliveredIds {
   private readonly handed: Array<{ id: number; at: number }> = [];
   /** Unordered: a lower resume point the server named, until the next id arrives. */
   private hinted: number | undefined;
+  /** Unordered: the highest id the current connection brought, or where it resumed; Infinity for a live-only one. */
+  private connectionHigh = Number.POSITIVE_INFINITY;
   private readonly ordered: boolean;
   private readonly window: number;
   private readonly windowMs: number;
@@ -63,13 +74,32 @@ export class DeliveredIds {
     }
     const now = this.now();
     this.prune(now);
+    const fresh = this.record(id, now);
+    // The replay is in id order: nothing at or below id comes again on this connection.
+    if (id > this.connectionHigh) this.connectionHigh = id;
+    return fresh;
+  }
+
+  private record(id: number, now: number): boolean {
     // At or below the floor: never replayed, so it is a late commit the live stream brought, not a repeat.
     if (this.floor !== undefined && id <= this.floor) return true;
     const i = this.indexOf(id);
     if (this.handed[i]?.id === id) return false;
     this.handed.splice(i, 0, { id, at: now });
-    while (this.handed.length > this.window) this.raiseFloor(this.handed.shift()!.id);
+    while (this.handed.length > this.window && this.forgettable()) this.raiseFloor(this.handed.shift()!.id);
+    while (this.handed.length > 4 * this.window) this.raiseFloor(this.handed.shift()!.id);
     return true;
+  }
+
+  /**
+   * A new connection is being opened: the id to resume after (as resumeAfter),
+   * which is also where its replay starts.
+   */
+  connect(): number | undefined {
+    const after = this.resumeAfter();
+    // Unordered only; no resume point means a live-only stream: no replay to wait for.
+    if (!this.ordered) this.connectionHigh = after ?? Number.POSITIVE_INFINITY;
+    return after;
   }
 
   /**
@@ -111,7 +141,13 @@ export class DeliveredIds {
   }
 
   private prune(now: number): void {
-    while (this.handed.length > 0 && now - this.handed[0]!.at > this.windowMs) this.raiseFloor(this.handed.shift()!.id);
+    while (this.handed.length > 0 && now - this.handed[0]!.at > this.windowMs && this.forgettable())
+      this.raiseFloor(this.handed.shift()!.id);
+  }
+
+  /** Whether the lowest id remembered is one the current connection can no longer replay. */
+  private forgettable(): boolean {
+    return this.handed[0]!.id <= this.connectionHigh;
   }
 
   /** Where id is or would go in `handed` (binary search). */

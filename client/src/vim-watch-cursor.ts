@@ -34,7 +34,7 @@ export function vimWatchCursor(partial: DeepPartial<WatchVimsRequest> | undefine
     request: () => ({
       vimIds: asked.vimIds,
       sendInitial: asked.sendInitial && !changeSeen,
-      afterEventId: ids.resumeAfter() ?? 0,
+      afterEventId: ids.connect() ?? 0,
     }),
     accept(m) {
       if (m.eventId > 0) {
