@@ -34,15 +34,6 @@ export interface ReconcilerOptions {
    * this backoff (attempt n: up to baseDelayMs·2ⁿ, capped, jittered). Default 2 s to 5 min.
    */
   startBackoff?: BackoffOptions;
-  /**
-   * A draining executor's VIM moves just after one of its reports (its last report younger
-   * than half its report interval), so that the new action's first report comes within one
-   * report interval of the old action's last; after this long draining, the rest move at once.
-   * Default 10 s (the executor's drain timeout is 20 s by default).
-   */
-  drainPatienceMs?: number;
-  /** How often passes run while an executor drains. Default 250 ms (or intervalMs if shorter). */
-  drainPassIntervalMs?: number;
 }
 
 export interface Reconciler {
@@ -63,10 +54,6 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
   let lastLostCheck = 0;
-  const drainPatienceMs = options.drainPatienceMs ?? 10_000;
-  const drainPassIntervalMs = Math.min(options.intervalMs, options.drainPassIntervalMs ?? 250);
-  /** When each draining executor was first seen draining. */
-  const drainingSince = new Map<string, number>();
 
   /** Actions a live executor should run but does not (it restarted): (vim id, action id) pairs. */
   async function findLostActions(): Promise<Array<[string, string]>> {
@@ -103,17 +90,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     reason: ReplacementReason;
   }
 
-  /**
-   * Draining executors split by how long they have drained: `timed` VIMs move just after a
-   * report (or when none is expected soon), `all` VIMs move now.
-   */
-  interface Draining {
-    timed: string[];
-    all: string[];
-  }
-
-  async function claim(lost: Array<[string, string]>, drainingBy: Draining, limit: number): Promise<Claimed[]> {
-    const draining = [...drainingBy.timed, ...drainingBy.all];
+  async function claim(lost: Array<[string, string]>, draining: string[], limit: number): Promise<Claimed[]> {
     // Arrays: one parameter each, whatever the number of lost actions.
     const lostVims = lost.map(([id]) => id);
     const lostActions = lost.map(([, a]) => a);
@@ -146,23 +123,8 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
                 ])
                 .$asTuple('id', 'action_id'),
             ),
-            // A draining executor's VIMs move now, not after their stale limit: each just after
-            // a report (the old action's next one would be a report interval later, so the new
-            // action's first report, after one probe, comes sooner), or when no report is due
-            // soon (none yet, or already late); after the patience, all of them.
-            ...(drainingBy.timed.length > 0
-              ? [
-                  eb.and([
-                    eb('executor', 'in', drainingBy.timed),
-                    eb.or([
-                      eb('last_report_at', 'is', null),
-                      eb('last_report_at', '>=', sql<Date>`now() - ${eb.ref('report_interval_ms')} * interval '0.5 millisecond'`),
-                      eb('last_report_at', '<', sql<Date>`now() - ${eb.ref('report_interval_ms')} * interval '1 millisecond'`),
-                    ]),
-                  ]),
-                ]
-              : []),
-            ...(drainingBy.all.length > 0 ? [eb('executor', 'in', drainingBy.all)] : []),
+            // A draining executor's VIMs move at once, not after their stale limit.
+            ...(draining.length > 0 ? [eb('executor', 'in', draining)] : []),
           ]),
         )
         .orderBy('action_assigned_at')
@@ -220,13 +182,6 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     if (pool.usable().length === 0) return 0;
     // Only toward a known-live executor: a drained VIM must not land on another draining one.
     const draining = pool.live().length > 0 ? pool.draining() : [];
-    const now = Date.now();
-    for (const e of drainingSince.keys()) if (!pool.draining().includes(e)) drainingSince.delete(e);
-    for (const e of draining) if (!drainingSince.has(e)) drainingSince.set(e, now);
-    const drainingBy: Draining = {
-      timed: draining.filter((e) => now - drainingSince.get(e)! < drainPatienceMs),
-      all: draining.filter((e) => now - drainingSince.get(e)! >= drainPatienceMs),
-    };
     const checkLost = Date.now() - lastLostCheck >= lostActionCheckMs;
     if (checkLost) lastLostCheck = Date.now();
     // Rows already reassigned no longer match their old action id, so later batches skip them.
@@ -235,7 +190,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       // A claimed row's reports are fenced until its new action starts: while an executor
       // drains (its actions still report), claim no more than are started at once.
       const limit = draining.length > 0 ? Math.min(batchSize, concurrency) : batchSize;
-      const claimed = await claim(lost, drainingBy, limit);
+      const claimed = await claim(lost, draining, limit);
       total += claimed.length;
       for (const c of claimed) options.metrics?.reconcilerReplacements.inc({ reason: c.reason });
       const queue = [...claimed];
@@ -278,9 +233,8 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           failures++;
           logger.warn('reconcile pass failed', { err: String(err), failures });
         }
-        // While an executor drains, its VIMs move as their reports come: look more often.
-        const every = pool.draining().length > 0 ? drainPassIntervalMs : options.intervalMs;
-        const wait = failures === 0 ? every : backoffDelayMs(failures, { baseDelayMs: options.intervalMs, maxDelayMs: 30_000 });
+        const wait =
+          failures === 0 ? options.intervalMs : backoffDelayMs(failures, { baseDelayMs: options.intervalMs, maxDelayMs: 30_000 });
         // An abort ends the wait, and the loop: run() resolves, it does not throw.
         await delay(AbortSignal.any([signal, wake.signal]), wait).catch((err: unknown) => {
           if (!isAbortError(err)) throw err;

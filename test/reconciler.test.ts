@@ -1,12 +1,11 @@
 // The reconciler alone against real PostgreSQL: it picks exactly the VIMs
 // whose action is stale or was never confirmed, a second pass changes
 // nothing, two reconcilers at once never hand out one VIM twice, nothing is
-// claimed while no executor is live, a VIM whose start fails backs off, and a
-// draining executor's VIMs move just after a report.
+// claimed while no executor is live, and a VIM whose start fails backs off.
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
 import type { Orm } from '../db/connection.js';
-import { createExecutorPool, type ExecutorPool } from '../server/executors.js';
+import { createExecutorPool } from '../server/executors.js';
 import { createHandoff, type Handoff } from '../server/handoff.js';
 import { createReconciler } from '../server/reconciler.js';
 import { createTestDatabase } from './support/database.js';
@@ -264,50 +263,4 @@ test('a VIM whose start keeps failing is retried at growing intervals, capped; a
     .getConnection()
     .execute(`select start_attempts, next_attempt_at, action_started from vim where id = ?`, [vim.id])) as Array<Record<string, unknown>>;
   t.deepEqual(after[0], { start_attempts: 0, next_attempt_at: null, action_started: true });
-});
-
-test("a draining executor's VIMs move just after a report, or when none is due soon; after the patience, all of them", async (t) => {
-  const logger = testLogger();
-  const db = await createTestDatabase(t);
-  const leaving = await startRecordingExecutor(logger);
-  const staying = await startRecordingExecutor(logger);
-  t.teardown(() => Promise.all([leaving.stop(), staying.stop()]));
-  const real = createExecutorPool({ executors: [leaving.address, staying.address], logger });
-  t.teardown(() => real.close());
-  // The pool as it is while `leaving` says NOT_SERVING (the recording executor cannot say it).
-  const pool: ExecutorPool = {
-    ...real,
-    live: () => [staying.address],
-    usable: () => [staying.address],
-    draining: () => [leaving.address],
-    candidates: () => [staying.address],
-  };
-  const make = (drainPatienceMs: number) =>
-    createReconciler({
-      orm: db.orm,
-      pool,
-      handoff: createHandoff({ orm: db.orm, pool, logger }),
-      logger,
-      key: Buffer.alloc(32, 3),
-      intervalMs: 60_000,
-      lostActionCheckMs: 3_600_000,
-      drainPatienceMs,
-    });
-  // Report interval 1 s, stale limit 3 s (insertVim): every one of these is fresh enough to stay.
-  const on = { assignedAgoMs: 60_000, started: true, executor: leaving.address };
-  const justReported = await insertVim(db.orm, { name: 'just-reported', lastReportAgoMs: 100, ...on });
-  const dueSoon = await insertVim(db.orm, { name: 'due-soon', lastReportAgoMs: 800, ...on });
-  const neverReported = await insertVim(db.orm, { name: 'never-reported', ...on });
-  const late = await insertVim(db.orm, { name: 'late', lastReportAgoMs: 1_500, ...on });
-
-  t.is(await make(60_000).pass(), 3);
-  const moved = () => staying.starts.map((s) => s.vimId).sort();
-  t.deepEqual(moved(), [justReported.id, neverReported.id, late.id].sort());
-  // Its next report would come within 0.2 s: it waits for it, not for the stale limit.
-  const [row] = await db.orm.em.fork().getConnection().execute(`select executor from vim where id = ?`, [dueSoon.id]);
-  t.is(row!.executor, leaving.address);
-
-  // Draining for longer than the patience: the rest move whatever their last report.
-  t.is(await make(0).pass(), 1);
-  t.deepEqual(moved(), [justReported.id, dueSoon.id, neverReported.id, late.id].sort());
 });
