@@ -4,6 +4,7 @@
 // a crash at any line leaves a row that the next pass (here or elsewhere) claims.
 import { randomUUID } from 'node:crypto';
 import { delay, isAbortError } from 'abort-controller-x';
+import pLimit from 'p-limit';
 import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { ReplacementReason, ServerMetrics } from '../common/metrics.js';
@@ -27,6 +28,8 @@ export interface ReconcilerOptions {
   concurrency?: number;
   /** How often live executors are asked which actions they run (restarted executors lose theirs). */
   lostActionCheckMs?: number;
+  /** Executors asked at once by that check. Default 4. */
+  lostActionCheckConcurrency?: number;
   /** Counts replacements by reason. */
   metrics?: ServerMetrics;
   /**
@@ -53,34 +56,43 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   const startBackoff = options.startBackoff ?? { baseDelayMs: 2_000, maxDelayMs: 5 * 60_000 };
 
   const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
+  const lostActionCheckConcurrency = options.lostActionCheckConcurrency ?? 4;
   let lastLostCheck = 0;
 
-  /** Actions a live executor should run but does not (it restarted): (vim id, action id) pairs. */
+  /**
+   * Actions a live executor should run but does not (it restarted): (vim id, action id) pairs.
+   * The executors are asked at once, a few at a time: one after another, a pass took the sum
+   * of every executor's ListActions (23.7 s for 10 executors of 9,000 actions, BENCHMARKS.md
+   * "Scale"), and a hung one held the others for its whole deadline.
+   */
   async function findLostActions(): Promise<Array<[string, string]>> {
     const lost: Array<[string, string]> = [];
-    for (const executor of pool.live()) {
-      // Rows first, then the executor's list: an action started after this read is not judged.
-      const expected = await typedSql(orm.em.fork())
-        .selectFrom('vim')
-        .select(['id', 'action_id'])
-        .where('deleted_at', 'is', null)
-        .where('executor', '=', executor)
-        .where((eb) => eb.ref('action_started'))
-        .where('action_assigned_at', '<', msAgo(startGraceMs))
-        .execute();
-      if (expected.length === 0) continue;
-      let running: Set<string>;
-      try {
-        // Listed in pages by action id: an action that runs throughout the listing is in
-        // it; one started meanwhile may not be, and is not judged (assigned after the read).
-        running = await pool.runningActions(executor, 5_000);
-      } catch {
-        continue; // unreachable now: the stale limit covers it
-      }
-      for (const r of expected) if (!running.has(r.action_id)) lost.push([r.id, r.action_id]);
-    }
+    const slots = pLimit(lostActionCheckConcurrency);
+    await Promise.all(pool.live().map((executor) => slots(() => checkExecutor(executor, lost))));
     if (lost.length > 0) logger.warn('executors lost actions (restarted?); replacing them', { count: lost.length });
     return lost;
+  }
+
+  async function checkExecutor(executor: string, lost: Array<[string, string]>): Promise<void> {
+    // Rows first, then the executor's list: an action started after this read is not judged.
+    const expected = await typedSql(orm.em.fork())
+      .selectFrom('vim')
+      .select(['id', 'action_id'])
+      .where('deleted_at', 'is', null)
+      .where('executor', '=', executor)
+      .where((eb) => eb.ref('action_started'))
+      .where('action_assigned_at', '<', msAgo(startGraceMs))
+      .execute();
+    if (expected.length === 0) return;
+    let running: Set<string>;
+    try {
+      // Listed in pages by action id: an action that runs throughout the listing is in
+      // it; one started meanwhile may not be, and is not judged (assigned after the read).
+      running = await pool.runningActions(executor, 5_000);
+    } catch {
+      return; // unreachable now: the stale limit covers it
+    }
+    for (const r of expected) if (!running.has(r.action_id)) lost.push([r.id, r.action_id]);
   }
 
   interface Claimed {
@@ -182,10 +194,21 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     if (pool.usable().length === 0) return 0;
     // Only toward a known-live executor: a drained VIM must not land on another draining one.
     const draining = pool.live().length > 0 ? pool.draining() : [];
-    const checkLost = Date.now() - lastLostCheck >= lostActionCheckMs;
-    if (checkLost) lastLostCheck = Date.now();
-    // Rows already reassigned no longer match their old action id, so later batches skip them.
-    const lost = checkLost ? await findLostActions() : [];
+    // Stale, unconfirmed and drained VIMs first: they need no executor's answer, so the lost-action
+    // check (a ListActions of every executor) does not hold them up.
+    total += await claimAndStart([], draining);
+    if (Date.now() - lastLostCheck >= lostActionCheckMs) {
+      lastLostCheck = Date.now();
+      // Rows already reassigned no longer match their old action id, so later batches skip them.
+      const lost = await findLostActions();
+      if (lost.length > 0) total += await claimAndStart(lost, draining);
+    }
+    return total;
+  }
+
+  /** Claims in batches, and starts the new actions, until a batch comes back short. */
+  async function claimAndStart(lost: Array<[string, string]>, draining: string[]): Promise<number> {
+    let total = 0;
     while (true) {
       // A claimed row's reports are fenced until its new action starts: while an executor
       // drains (its actions still report), claim no more than are started at once.

@@ -1,11 +1,12 @@
 // The reconciler alone against real PostgreSQL: it picks exactly the VIMs
 // whose action is stale or was never confirmed, a second pass changes
 // nothing, two reconcilers at once never hand out one VIM twice, nothing is
-// claimed while no executor is live, and a VIM whose start fails backs off.
+// claimed while no executor is live, a VIM whose start fails backs off, and the
+// lost-action check asks executors at once without holding up other claims.
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
 import type { Orm } from '../db/connection.js';
-import { createExecutorPool } from '../server/executors.js';
+import { createExecutorPool, type ExecutorPool } from '../server/executors.js';
 import { createHandoff, type Handoff } from '../server/handoff.js';
 import { createReconciler } from '../server/reconciler.js';
 import { createTestDatabase } from './support/database.js';
@@ -263,4 +264,64 @@ test('a VIM whose start keeps failing is retried at growing intervals, capped; a
     .getConnection()
     .execute(`select start_attempts, next_attempt_at, action_started from vim where id = ?`, [vim.id])) as Array<Record<string, unknown>>;
   t.deepEqual(after[0], { start_attempts: 0, next_attempt_at: null, action_started: true });
+});
+
+test('the lost-action check asks executors at once, and stale VIMs are not held up behind it', async (t) => {
+  const logger = testLogger();
+  const db = await createTestDatabase(t);
+  const a = await startRecordingExecutor(logger);
+  const b = await startRecordingExecutor(logger);
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  const real = createExecutorPool({ executors: [a.address, b.address], logger });
+  t.teardown(() => real.close());
+  const stale = await insertVim(db.orm, { name: 'stale', lastReportAgoMs: 10_000, assignedAgoMs: 60_000, started: true });
+  // The check's ListActions of each executor waits until both were asked and the stale VIM was
+  // started: asked one after another, or with claims waiting behind the check, it never gets there.
+  const asked = new Set<string>();
+  const seen = { bothAskedAtOnce: [] as boolean[], staleStartedMeanwhile: [] as boolean[] };
+  const pool: ExecutorPool = {
+    ...real,
+    // Both live, as the pool's health polls would say (this test does not run them).
+    live: () => [a.address, b.address],
+    async runningActions(executor, timeoutMs) {
+      asked.add(executor);
+      seen.bothAskedAtOnce.push(await eventually(() => asked.size === 2, 10_000, 'both executors asked').catch(() => false));
+      seen.staleStartedMeanwhile.push(
+        await eventually(() => [...a.starts, ...b.starts].some((s) => s.vimId === stale.id), 10_000, 'the stale VIM started').catch(
+          () => false,
+        ),
+      );
+      return real.runningActions(executor, timeoutMs);
+    },
+  };
+  const reconciler = createReconciler({
+    orm: db.orm,
+    pool,
+    handoff: createHandoff({ orm: db.orm, pool, logger }),
+    logger,
+    key: Buffer.alloc(32, 3),
+    intervalMs: 60_000,
+    startGraceMs: 1_000,
+  });
+  const onA = await insertVim(db.orm, {
+    name: 'lost-on-a',
+    lastReportAgoMs: 100,
+    assignedAgoMs: 60_000,
+    started: true,
+    executor: a.address,
+  });
+  const onB = await insertVim(db.orm, {
+    name: 'lost-on-b',
+    lastReportAgoMs: 100,
+    assignedAgoMs: 60_000,
+    started: true,
+    executor: b.address,
+  });
+  t.is(await reconciler.pass(), 3, 'the stale VIM, then the two whose actions their executors no longer run');
+  t.deepEqual(seen.bothAskedAtOnce, [true, true], 'each executor asked while the other was');
+  t.deepEqual(seen.staleStartedMeanwhile, [true, true], 'the stale VIM started before the check was over');
+  t.true(
+    [...a.starts, ...b.starts].some((s) => s.vimId === onA.id),
+    'the lost action replaced',
+  );
 });
