@@ -34,7 +34,7 @@ import type { Logger } from '../common/logger.js';
 import { alarmTypeLabel, type CounterSeries, type InspectorMetrics } from '../common/metrics.js';
 import { AlarmType, type AlarmFilter } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { createAlarmIdPool } from './alarm-ids.js';
-import { compileFilter, createAlarmSubscribers, type AlarmSubscription } from './alarm-subscribers.js';
+import { compileFilter, createAlarmSubscribers, subscribeFrom, type CatchUpSource } from './alarm-subscribers.js';
 import type { AlarmRecord, AlarmStore, HostRecord, NovaDoneMark } from './alarm-store.js';
 import { createAlarmWriter, type StoreJob } from './alarm-writer.js';
 
@@ -223,47 +223,9 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
       return new Promise((resolve) => orderedInsert(alarmId, resolve));
     },
 
-    async *subscribe(opts, signal) {
-      const match = compileFilter(opts.filter);
-      let cursor = opts.liveOnly ? lastAlarmId : opts.afterAlarmId;
-      let lastDelivered = cursor;
-      let sub: AlarmSubscription | undefined;
-      // Catch up from the table, then from the log, until the backlog is small.
-      while (!sub) {
-        if (signal.aborted) return;
-        const start = windowStartId();
-        if (cursor + 1 < start) {
-          // Every raised alarm below `start` is stored, so the table answers for them.
-          const page = await store.read(cursor, start, opts.filter, pageSize);
-          // Alarms retention removed after the cursor would be a silent gap: OUT_OF_RANGE instead.
-          await store.checkResumePoint?.(cursor);
-          for (const a of page) {
-            yield a;
-            lastDelivered = a.alarmId;
-          }
-          cursor = page.length < pageSize ? start - 1 : page[page.length - 1]!.alarmId;
-          continue;
-        }
-        const i = indexAfter(cursor);
-        if (log.length - i > joinBacklog) {
-          const chunk = log.slice(i, i + joinBacklog);
-          for (const a of chunk) {
-            if (match && !match(a)) continue;
-            yield a;
-            lastDelivered = a.alarmId;
-          }
-          cursor = chunk[chunk.length - 1]!.alarmId;
-          continue;
-        }
-        // Joining is synchronous with taking the log's tail: no gap, no duplicate.
-        sub = subscribers.join(
-          opts.filter,
-          match,
-          cursor,
-          log.slice(i).filter((a) => !match || match(a)),
-        );
-      }
-      yield* subscribers.deliver(sub, lastDelivered, signal);
+    subscribe(opts, signal) {
+      const after = opts.liveOnly ? lastAlarmId : opts.afterAlarmId;
+      return subscribeFrom(subscribers, catchUp, opts.filter, after, signal);
     },
 
     async list(afterAlarmId, filter, limit) {
@@ -296,6 +258,15 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
       const { quarantined, dropped } = writer.refused;
       return { lastAlarmId, storedAlarmId, pendingStore: writer.pending, subscribers: subscribers.size, quarantined, dropped };
     },
+  };
+
+  const catchUp: CatchUpSource = {
+    tableFloor: () => windowStartId() - 1,
+    log: () => log,
+    indexAfter,
+    store,
+    pageSize,
+    joinBacklog,
   };
 
   /** Absolute index in `log` of the first alarm with an id above `id`. */

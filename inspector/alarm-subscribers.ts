@@ -8,7 +8,7 @@
 import { StreamBehindError } from '../common/errors.js';
 import type { InspectorMetrics } from '../common/metrics.js';
 import type { AlarmFilter, AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
-import type { AlarmRecord } from './alarm-store.js';
+import type { AlarmRecord, AlarmStore } from './alarm-store.js';
 
 /** Trailer of a RESOURCE_EXHAUSTED SubscribeAlarms: the after_alarm_id to resume with. */
 export const resumeAfterTrailer = 'vimmon-resume-after-alarm-id';
@@ -243,4 +243,74 @@ export function compileFilter(filter: AlarmFilter | undefined): Match {
     (!projects || projects.has(a.projectId)) &&
     (!instances || instances.has(a.instanceId)) &&
     (!vims || vims.has(a.vimId));
+}
+
+/** Where a subscriber catches up from: the table below a floor, the in-memory log above it. */
+export interface CatchUpSource {
+  /** Every alarm at or below this id is in the table (or never will be); those above it are in the log. */
+  tableFloor(): number;
+  /** The log: alarms in increasing id order, those before `logHead` trimmed. */
+  log(): readonly AlarmRecord[];
+  /** Absolute index in log() of the first alarm with an id above `id`. */
+  indexAfter(id: number): number;
+  store: Pick<AlarmStore, 'read' | 'checkResumePoint'>;
+  /** Rows per table read. */
+  pageSize: number;
+  /** A log backlog above this is sent in chunks before joining, so a join never queues more. */
+  joinBacklog: number;
+}
+
+/**
+ * One SubscribeAlarms stream, in both modes: catches up from the table (below
+ * the floor) and then from the log, until the backlog is small, and joins the
+ * live fan-out in the same synchronous step in which it takes the log's tail
+ * (no gap, no duplicate); then delivers what the fan-out queues for it.
+ */
+export async function* subscribeFrom(
+  subscribers: AlarmSubscribers,
+  source: CatchUpSource,
+  filter: AlarmFilter | undefined,
+  afterAlarmId: number,
+  signal: AbortSignal,
+): AsyncGenerator<AlarmRecord> {
+  const match = compileFilter(filter);
+  const { store, pageSize, joinBacklog } = source;
+  let cursor = afterAlarmId;
+  let lastDelivered = cursor;
+  let sub: Subscriber | undefined;
+  while (!sub) {
+    if (signal.aborted) return;
+    const floor = source.tableFloor();
+    if (cursor < floor) {
+      const page = await store.read(cursor, floor + 1, filter, pageSize);
+      // Alarms retention removed after the cursor would be a silent gap: OUT_OF_RANGE instead.
+      await store.checkResumePoint?.(cursor);
+      for (const a of page) {
+        yield a;
+        lastDelivered = a.alarmId;
+      }
+      cursor = page.length < pageSize ? floor : page[page.length - 1]!.alarmId;
+      continue;
+    }
+    const log = source.log();
+    const i = source.indexAfter(cursor);
+    if (log.length - i > joinBacklog) {
+      const chunk = log.slice(i, i + joinBacklog);
+      for (const a of chunk) {
+        if (match && !match(a)) continue;
+        yield a;
+        lastDelivered = a.alarmId;
+      }
+      cursor = chunk[chunk.length - 1]!.alarmId;
+      continue;
+    }
+    // Joining is synchronous with taking the log's tail: no gap, no duplicate.
+    sub = subscribers.join(
+      filter,
+      match,
+      cursor,
+      log.slice(i).filter((a) => !match || match(a)),
+    );
+  }
+  yield* subscribers.deliver(sub, lastDelivered, signal);
 }

@@ -36,7 +36,7 @@ import { createAlarmFeed } from '../db/alarm-feed.js';
 import { AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { rowToAlarm, type AlarmRecord, type AlarmStore } from './alarm-store.js';
 import type { AlarmHub } from './alarm-stream.js';
-import { compileFilter, createAlarmSubscribers, type AlarmSubscription } from './alarm-subscribers.js';
+import { createAlarmSubscribers, subscribeFrom, type CatchUpSource } from './alarm-subscribers.js';
 import { createAlarmWriter } from './alarm-writer.js';
 
 export interface SharedAlarmHubOptions {
@@ -136,6 +136,15 @@ export function createSharedAlarmHub(options: SharedAlarmHubOptions): AlarmHub {
     }
   }
 
+  const catchUp: CatchUpSource = {
+    tableFloor: () => logFloor,
+    log: () => log,
+    indexAfter,
+    store,
+    pageSize,
+    joinBacklog,
+  };
+
   /** Absolute index in `log` of the first alarm with an id above `id`. */
   function indexAfter(id: number): number {
     let lo = logHead;
@@ -205,45 +214,9 @@ export function createSharedAlarmHub(options: SharedAlarmHubOptions): AlarmHub {
       return new Promise((resolve) => storedWaiters.push({ seq: enqueued, resolve }));
     },
 
-    async *subscribe(opts, signal) {
-      const match = compileFilter(opts.filter);
-      let cursor = opts.liveOnly ? released : opts.afterAlarmId;
-      let lastDelivered = cursor;
-      let sub: AlarmSubscription | undefined;
-      while (!sub) {
-        if (signal.aborted) return;
-        if (cursor < logFloor) {
-          // Every alarm at or below logFloor is in the table, or never will be.
-          const floor = logFloor;
-          const page = await store.read(cursor, floor + 1, opts.filter, pageSize);
-          await store.checkResumePoint?.(cursor);
-          for (const a of page) {
-            yield a;
-            lastDelivered = a.alarmId;
-          }
-          cursor = page.length < pageSize ? floor : page[page.length - 1]!.alarmId;
-          continue;
-        }
-        const i = indexAfter(cursor);
-        if (log.length - i > joinBacklog) {
-          const chunk = log.slice(i, i + joinBacklog);
-          for (const a of chunk) {
-            if (match && !match(a)) continue;
-            yield a;
-            lastDelivered = a.alarmId;
-          }
-          cursor = chunk[chunk.length - 1]!.alarmId;
-          continue;
-        }
-        // Joining is synchronous with taking the log's tail: no gap, no duplicate.
-        sub = subscribers.join(
-          opts.filter,
-          match,
-          cursor,
-          log.slice(i).filter((a) => !match || match(a)),
-        );
-      }
-      yield* subscribers.deliver(sub, lastDelivered, signal);
+    subscribe(opts, signal) {
+      const after = opts.liveOnly ? released : opts.afterAlarmId;
+      return subscribeFrom(subscribers, catchUp, opts.filter, after, signal);
     },
 
     async list(afterAlarmId, filter, limit) {
