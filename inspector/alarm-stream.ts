@@ -34,7 +34,7 @@ import type { Logger } from '../common/logger.js';
 import { alarmTypeLabel, type CounterSeries, type InspectorMetrics } from '../common/metrics.js';
 import { AlarmType, type AlarmFilter } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { createAlarmIdPool } from './alarm-ids.js';
-import { compileFilter, createAlarmSubscribers, subscribeFrom, type CatchUpSource } from './alarm-subscribers.js';
+import { compileFilter, createAlarmSubscribers, indexAfterId, subscribeFrom, type CatchUpSource } from './alarm-subscribers.js';
 import type { AlarmRecord, AlarmStore, HostRecord, NovaDoneMark } from './alarm-store.js';
 import { createAlarmWriter, type StoreJob } from './alarm-writer.js';
 
@@ -271,14 +271,7 @@ export function createAlarmHub(options: AlarmHubOptions): AlarmHub {
 
   /** Absolute index in `log` of the first alarm with an id above `id`. */
   function indexAfter(id: number): number {
-    let lo = logHead;
-    let hi = log.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (log[mid]!.alarmId <= id) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return indexAfterId(log, logHead, id);
   }
 
   return hub;

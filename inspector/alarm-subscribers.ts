@@ -314,3 +314,15 @@ export async function* subscribeFrom(
   }
   yield* subscribers.deliver(sub, lastDelivered, signal);
 }
+
+/** Index in `log` (from `from` on, ids increasing) of the first alarm with an id above `id`. */
+export function indexAfterId(log: readonly AlarmRecord[], from: number, id: number): number {
+  let lo = from;
+  let hi = log.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (log[mid]!.alarmId <= id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -36,7 +36,7 @@ import { createAlarmFeed } from '../db/alarm-feed.js';
 import { AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { rowToAlarm, type AlarmRecord, type AlarmStore } from './alarm-store.js';
 import type { AlarmHub } from './alarm-stream.js';
-import { createAlarmSubscribers, subscribeFrom, type CatchUpSource } from './alarm-subscribers.js';
+import { createAlarmSubscribers, indexAfterId, subscribeFrom, type CatchUpSource } from './alarm-subscribers.js';
 import { createAlarmWriter } from './alarm-writer.js';
 
 export interface SharedAlarmHubOptions {
@@ -147,14 +147,7 @@ export function createSharedAlarmHub(options: SharedAlarmHubOptions): AlarmHub {
 
   /** Absolute index in `log` of the first alarm with an id above `id`. */
   function indexAfter(id: number): number {
-    let lo = logHead;
-    let hi = log.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (log[mid]!.alarmId <= id) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return indexAfterId(log, logHead, id);
   }
 
   return {
