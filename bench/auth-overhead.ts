@@ -34,10 +34,8 @@ import { ChannelCredentials, ClientError, createChannel, createClient, Status } 
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1/conductor.js';
 import { createAuth, type Auth, type CallCredentials } from '../common/auth/authenticator.js';
-import { createKeystoneTokenValidator } from '../common/auth/keystone-tokens.js';
+import { keystoneTokenValidatorFromEnv } from '../common/auth/keystone-tokens.js';
 import { createStaticTokens, hashToken, newToken } from '../common/auth/static-tokens.js';
-import { createKeystoneSession } from '../common/keystone.js';
-import { loadOpenStackConfig } from '../common/openstack-config.js';
 import type { Tls } from '../common/tls.js';
 import { makeRoleCertificates } from '../test/support/certificates.js';
 import { openrcEnv, startOpenStackDouble } from '../test/support/openstack-double.js';
@@ -187,14 +185,7 @@ async function timeAuthorize(auth: Auth, rule: string, credentials: CallCredenti
 async function authorizeTimings(trustDomain: string) {
   const keystone = await startOpenStackDouble();
   try {
-    const openstack = loadOpenStackConfig(openrcEnv(keystone));
-    if (!('config' in openstack)) throw new Error('the double gave no OpenStack config');
-    const session = createKeystoneSession(openstack.config);
-    const validator = createKeystoneTokenValidator({
-      authUrl: keystone.authUrl,
-      serviceToken: (signal) => session.token(signal),
-      invalidateServiceToken: (tok) => session.invalidate(tok),
-    });
+    const validator = keystoneTokenValidatorFromEnv(openrcEnv(keystone));
     const staticToken = newToken();
     const auth = createAuth({
       mode: 'enforced',

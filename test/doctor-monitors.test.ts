@@ -24,11 +24,9 @@ import { connect } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import { createChannel, createClient, Metadata, type Channel } from 'nice-grpc';
 import { createAuth, type Auth } from '../common/auth/authenticator.js';
-import { createKeystoneTokenValidator } from '../common/auth/keystone-tokens.js';
+import { keystoneTokenValidatorFromEnv } from '../common/auth/keystone-tokens.js';
 import { createPolicy, type Grant } from '../common/auth/policy.js';
 import { splitHostPort } from '../common/address.js';
-import { createKeystoneSession } from '../common/keystone.js';
-import { loadOpenStackConfig } from '../common/openstack-config.js';
 import {
   AlarmType,
   InspectorServiceDefinition,
@@ -343,16 +341,9 @@ test('the sample monitor (PUT, no token for a sample inspector) and the collectd
 
 test('with authentication on: a monitor token in X-Auth-Token passes, no token is 401, a reader is 403; the collectd monitor needs POST opened', async (t) => {
   const keystoneAuth = (overrides: Array<[string, Grant[]]>) => (d: OpenStackDouble) => {
-    const openstack = loadOpenStackConfig(openrcEnv(d));
-    if (!('config' in openstack)) throw new Error('the double gave no OpenStack config');
-    const session = createKeystoneSession(openstack.config);
     return createAuth({
       mode: 'enforced',
-      keystone: createKeystoneTokenValidator({
-        authUrl: d.authUrl,
-        serviceToken: (signal) => session.token(signal),
-        invalidateServiceToken: (tok) => session.invalidate(tok),
-      }),
+      keystone: keystoneTokenValidatorFromEnv(openrcEnv(d)),
       policy: createPolicy(overrides),
     });
   };

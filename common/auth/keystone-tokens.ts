@@ -8,7 +8,8 @@
 // for a check, the call fails UNAVAILABLE: a token is never trusted unchecked.
 import { LRUCache } from 'lru-cache';
 import { UnavailableError } from '../errors.js';
-import { keystoneV3Url } from '../keystone.js';
+import { createKeystoneSession, keystoneV3Url } from '../keystone.js';
+import { loadOpenStackConfig } from '../openstack-config.js';
 import { hashToken } from './static-tokens.js';
 import { withImpliedRoles, type Principal } from './principal.js';
 
@@ -131,4 +132,25 @@ export function createKeystoneTokenValidator(options: KeystoneTokenValidatorOpti
       return entry.principal;
     },
   };
+}
+
+/**
+ * A validator that asks the Keystone of `env`'s OS_* settings (an openrc or
+ * clouds.yaml entry: vimmon's own service user), with that user's session as
+ * the service token. Throws naming what is missing when the settings are not
+ * complete.
+ */
+export function keystoneTokenValidatorFromEnv(
+  env: NodeJS.ProcessEnv,
+  options: Omit<KeystoneTokenValidatorOptions, 'authUrl' | 'serviceToken' | 'invalidateServiceToken'> = {},
+): KeystoneTokenValidator {
+  const openstack = loadOpenStackConfig(env);
+  if (!('config' in openstack)) throw new Error(`the service user's credentials are missing: ${openstack.missing.join(', ')}`);
+  const session = createKeystoneSession(openstack.config, { fetch: options.fetch });
+  return createKeystoneTokenValidator({
+    ...options,
+    authUrl: openstack.config.authUrl,
+    serviceToken: (signal) => session.token(signal),
+    invalidateServiceToken: (t) => session.invalidate(t),
+  });
 }

@@ -9,12 +9,10 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnvironment, type Environment } from '../env.js';
-import { createKeystoneSession } from '../keystone.js';
 import type { Logger } from '../logger.js';
-import { loadOpenStackConfig } from '../openstack-config.js';
 import { loadTls, type Tls, type TlsFiles } from '../tls.js';
 import { createAuth, type Auth } from './authenticator.js';
-import { createKeystoneTokenValidator } from './keystone-tokens.js';
+import { keystoneTokenValidatorFromEnv, type KeystoneTokenValidator } from './keystone-tokens.js';
 import { loadPolicy } from './policy.js';
 import type { ServiceRole } from './principal.js';
 import { spiffeIdOf } from './spiffe.js';
@@ -140,20 +138,17 @@ export function prepareSecurity(options: PrepareSecurityOptions): Security {
     );
   } else {
     const staticTokens = settings.tokensFile ? loadStaticTokens(settings.tokensFile) : undefined;
-    let keystone: ReturnType<typeof createKeystoneTokenValidator> | undefined;
+    let keystone: KeystoneTokenValidator | undefined;
     if (settings.keystone) {
-      const openstack = loadOpenStackConfig(env);
-      if (!('config' in openstack))
-        throw new Error(`VIMMON_AUTH_KEYSTONE: the service user's credentials are missing: ${openstack.missing.join(', ')}`);
-      const session = createKeystoneSession(openstack.config, { fetch: options.fetch });
-      keystone = createKeystoneTokenValidator({
-        authUrl: openstack.config.authUrl,
-        serviceToken: (signal) => session.token(signal),
-        invalidateServiceToken: (t) => session.invalidate(t),
-        fetch: options.fetch,
-        cacheSize: settings.keystoneCacheSize,
-        revalidateMs: settings.keystoneRevalidateMs,
-      });
+      try {
+        keystone = keystoneTokenValidatorFromEnv(env, {
+          fetch: options.fetch,
+          cacheSize: settings.keystoneCacheSize,
+          revalidateMs: settings.keystoneRevalidateMs,
+        });
+      } catch (err) {
+        throw new Error(`VIMMON_AUTH_KEYSTONE: ${(err as Error).message}`);
+      }
     }
     auth = createAuth({
       mode: 'enforced',

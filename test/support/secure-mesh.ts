@@ -5,10 +5,8 @@
 import type { ExecutionContext } from 'ava';
 import { ChannelCredentials, createChannel, createClient, Metadata, type Channel } from 'nice-grpc';
 import { createAuth, type Auth } from '../../common/auth/authenticator.js';
-import { createKeystoneTokenValidator, type KeystoneTokenValidator } from '../../common/auth/keystone-tokens.js';
+import { keystoneTokenValidatorFromEnv, type KeystoneTokenValidator } from '../../common/auth/keystone-tokens.js';
 import { createStaticTokens, hashToken, newToken, type StaticTokenEntry } from '../../common/auth/static-tokens.js';
-import { createKeystoneSession } from '../../common/keystone.js';
-import { loadOpenStackConfig } from '../../common/openstack-config.js';
 import type { RunningRole } from '../../common/role.js';
 import type { Tls } from '../../common/tls.js';
 import { startConductor } from '../../conductor/main.js';
@@ -78,15 +76,7 @@ export async function startSecureMesh(t: ExecutionContext, options: SecureMeshOp
     tokens[name as Person] = token;
     return { name, sha256: hashToken(token), roles: [...p.roles], projects: [...p.projects] };
   });
-  const openstack = loadOpenStackConfig(openrcEnv(keystone));
-  if (!('config' in openstack)) throw new Error('the double gave no OpenStack config');
-  const session = createKeystoneSession(openstack.config);
-  const validator = createKeystoneTokenValidator({
-    authUrl: keystone.authUrl,
-    serviceToken: (signal) => session.token(signal),
-    invalidateServiceToken: (tok) => session.invalidate(tok),
-    revalidateMs: options.keystoneRevalidateMs ?? 30_000,
-  });
+  const validator = keystoneTokenValidatorFromEnv(openrcEnv(keystone), { revalidateMs: options.keystoneRevalidateMs ?? 30_000 });
   const auth = createAuth({
     mode: 'enforced',
     trustDomain: certs.trustDomain,
