@@ -402,14 +402,26 @@ test('alarms: readers get those of their projects (instances by project, VIMs by
   const { vim } = await vims.registerVim({
     name: 'a-vim',
     authUrl: target.url,
-    monitor: { interval: msToDuration(200), timeout: msToDuration(100) },
+    // A probe timeout that a loaded machine cannot outrun: a round timed out while the target is
+    // still up would add an UNREACHABLE (and a sixth alarm) before the one the test causes.
+    monitor: { interval: msToDuration(500), timeout: msToDuration(450) },
   });
   await eventually(async () => (await vims.getVim({ id: vim!.id })).vim!.status === VimStatus.VIM_STATUS_REACHABLE, 5_000, 'REACHABLE');
   await target.close();
   await as('monitor').reportEvents({
     events: [{ type: 'compute.host.down', hostname: 'compute-1', status: 'down', monitor: 'm', monitorEventId: '1' }],
   });
-  await eventually(async () => (await as('admin').listAlarms({})).alarms.length === 5, 10_000, 'host, three instances, the VIM');
+  let stored: string[] = [];
+  await eventually(
+    async () => {
+      stored = (await as('admin').listAlarms({})).alarms.map((a) => `${a.type}:${a.projectId}`);
+      return stored.length === 5;
+    },
+    10_000,
+    'host, three instances, the VIM',
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; stored: ${stored.join(', ') || 'none'}`);
+  });
 
   const kinds = async (who: Person) => (await as(who).listAlarms({})).alarms.map((a) => `${a.type}:${a.projectId}`).sort();
   t.deepEqual(await kinds('admin'), ['1:proj-a', '1:proj-a', '1:proj-b', '2:', '3:proj-a']);
