@@ -87,6 +87,9 @@ export const VimSchema = defineEntity({
   indexes: [
     { name: 'vim_live_created', properties: ['createdAt', 'id'], where: { deletedAt: null } },
     { name: 'vim_live_owner', properties: ['ownerProject', 'createdAt', 'id'], where: { deletedAt: null } },
+    // One executor's live VIMs (the lost-action check, per executor): without it each check read
+    // every live row. executor changes only on a hand-over, so heartbeats stay HOT updates.
+    { name: 'vim_live_executor', properties: ['executor'], where: { deletedAt: null } },
   ],
 });
 export type Vim = InferEntity<typeof VimSchema>;
