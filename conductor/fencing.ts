@@ -4,6 +4,8 @@
 //
 //   input       the reports of this statement, as parallel arrays
 //   current_row lock the live rows of (vim_id, action_id), reading their status;
+//               a report of the row's successor action (a hand-over from a
+//               draining executor) matches too, and takes over: see "Hand-over";
 //               FOR UPDATE makes two concurrent reports for one VIM take turns
 //               and each see the status the other stored (a plain snapshot read
 //               could see a stale status and log a transition twice). Rows are
@@ -20,6 +22,14 @@
 //
 // A report whose (vim_id, action_id) matches no live row comes back without a
 // row: the action is stale, the VIM unknown or deregistered → BAD_ACTION.
+//
+// Hand-over: while an executor drains, the reconciler starts a successor action
+// elsewhere and records it in successor_action_id, leaving action_id alone. The
+// draining action's reports are accepted until the successor's first report,
+// which the same statement stores and makes current (action_id, executor); from
+// that commit on the old action gets BAD_ACTION. Make before break: the VIM's
+// reports never pause longer than its heartbeat (a claim that fenced the old
+// action first left a gap of up to one report interval plus the start).
 //
 // Group commit: reports that arrive while `maxStatementsInFlight` statements
 // (2 by default) are already running wait and then go together, as one statement for all of
@@ -106,10 +116,11 @@ const groupInput = `select r.*, set_config('lock_timeout', $4::text, true) as lo
 const statementBody = `
 current_row as (
   select v.id, v.status as from_status, v.status_reason as from_reason, i.status as to_status, i.status_reason as to_reason,
-         i.action_id, (v.status <> i.status or v.status_reason <> i.status_reason) as changed
+         i.action_id, (v.status <> i.status or v.status_reason <> i.status_reason) as changed,
+         (v.successor_action_id is not null and v.successor_action_id = i.action_id) as takes_over
   from input i
   join vim v on v.id = i.vim_id
-  where v.action_id = i.action_id and v.deleted_at is null
+  where (v.action_id = i.action_id or v.successor_action_id = i.action_id) and v.deleted_at is null
   order by v.id
   for update of v
 ),
@@ -119,7 +130,16 @@ stored as (
       status_reason = c.to_reason,
       last_report_at = now(),
       status_changed_at = case when c.changed then now() else v.status_changed_at end,
-      updated_at = case when c.changed then now() else v.updated_at end
+      updated_at = case when c.changed then now() else v.updated_at end,
+      action_id = c.action_id,
+      executor = case when c.takes_over then v.successor_executor else v.executor end,
+      action_assigned_at = case when c.takes_over then coalesce(v.successor_assigned_at, now()) else v.action_assigned_at end,
+      action_started = v.action_started or c.takes_over,
+      successor_action_id = case when c.takes_over then null else v.successor_action_id end,
+      successor_executor = case when c.takes_over then null else v.successor_executor end,
+      successor_assigned_at = case when c.takes_over then null else v.successor_assigned_at end,
+      start_attempts = case when c.takes_over then 0 else v.start_attempts end,
+      next_attempt_at = case when c.takes_over then null else v.next_attempt_at end
   from current_row c
   where v.id = c.id
   returning v.id, v.name, v.owner_project, c.from_status, v.status as to_status, v.status_reason as to_reason, c.changed,
@@ -156,7 +176,7 @@ export const reportStatements = {
 };
 
 // Named statements are parsed once per pooled connection, then only bound and executed.
-const statementNames = { single: 'vimmon_conductor_report_single_v3', group: 'vimmon_conductor_report_group_v3' };
+const statementNames = { single: 'vimmon_conductor_report_single_v4', group: 'vimmon_conductor_report_group_v4' };
 
 interface ReportRow {
   id: string;

@@ -49,6 +49,14 @@ export const VimSchema = defineEntity({
     /** True once an executor acknowledged StartAction(actionId). */
     actionStarted: p.boolean().default(false),
     executor: p.text().nullable(),
+    /**
+     * A hand-over in progress (the VIM's executor drains): this action runs beside the
+     * current one, and its first report the conductor accepts makes it the current one
+     * (action_id, executor). Until then the current action's reports are accepted as before.
+     */
+    successorActionId: p.uuid().nullable(),
+    successorExecutor: p.text().nullable(),
+    successorAssignedAt: p.datetime().nullable(),
     /** The reconciler's starts of this VIM that failed in a row; 0 once one is acknowledged. */
     startAttempts: p.integer().default(0),
     /** The reconciler claims the VIM again no sooner (backoff after a failed start); null: any time. */

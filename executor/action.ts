@@ -35,6 +35,8 @@ export interface ActionSpec {
   knownStatus?: DecidedStatus;
   /** The reason stored with knownStatus; unset reads as ''. */
   knownReason?: StatusReason;
+  /** Report the first round's decision at once, news or not (a successor takes over with it). */
+  reportFirstRound?: boolean;
 }
 
 export interface RoundRecord extends RoundResult {
@@ -160,7 +162,9 @@ export class MonitorAction {
     else parent?.addEventListener('abort', this, { once: true });
     const { intervalMs, reportIntervalMs } = this.spec.settings;
     let nextRoundAt = performance.now();
-    this.nextHeartbeatAt = nextRoundAt + reportIntervalMs;
+    // Due from the start when asked to report the first round: the first round still goes
+    // first (the loop probes before it reports), so that report carries its decision.
+    this.nextHeartbeatAt = this.spec.reportFirstRound ? nextRoundAt : nextRoundAt + reportIntervalMs;
     try {
       while (!signal.aborted) {
         const now = performance.now();

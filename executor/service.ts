@@ -144,7 +144,7 @@ export function parseStartAction(request: StartActionRequest, trust: TrustStore)
   }
   const knownReason = reasonFromProto(request.knownStatusReason);
   if (knownReason === undefined) throw new InvalidArgumentError('known_status_reason', `unknown value ${request.knownStatusReason}`);
-  return { actionId, vimId, authUrl, settings, knownStatus, knownReason };
+  return { actionId, vimId, authUrl, settings, knownStatus, knownReason, reportFirstRound: request.reportFirstRound };
 }
 
 /**

@@ -32,6 +32,11 @@ export interface ActionSpec {
    * have no gap beyond the old action's last heartbeat. Sent as no known status.
    */
   reportAtOnce?: boolean;
+  /**
+   * A successor (hand-over from a draining executor): it starts from the known status and
+   * reports its first round at once, since that report is what makes it the VIM's action.
+   */
+  reportFirstRound?: boolean;
 }
 
 export interface ExecutorPool {
@@ -137,6 +142,7 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
           knownStatusReason: spec.reportAtOnce ? VimStatusReason.VIM_STATUS_REASON_UNSPECIFIED : reasonToProto(spec.knownReason),
           sslCaCert: spec.sslCaCert,
           auth: spec.auth,
+          reportFirstRound: spec.reportFirstRound ?? false,
         },
         { signal: AbortSignal.timeout(timeoutMs) },
       );

@@ -21,6 +21,12 @@ export interface HandoffOptions {
 export interface Handoff {
   /** Starts spec.actionId on `executor`, falling back to others. Never throws: what fails, the reconciler heals. */
   launch(spec: ActionSpec, executor: string): Promise<{ started: boolean; actionId: string; executor: string }>;
+  /**
+   * Starts the row's successor action (spec.actionId) on `executor`, once: it takes over
+   * with its first report (conductor/fencing.ts). When the start fails the successor is
+   * cleared, so the VIM stays with its current action and a later pass tries again.
+   */
+  launchSuccessor(spec: ActionSpec, executor: string): Promise<boolean>;
   /** Best effort: a lost stop is covered by BAD_ACTION. */
   stop(executor: string | null | undefined, actionId: string): Promise<void>;
 }
@@ -49,7 +55,16 @@ export function createHandoff(options: HandoffOptions): Handoff {
     const next = randomUUID();
     const r = await db()
       .updateTable('vim')
-      .set({ action_id: next, action_assigned_at: sql<Date>`now()`, action_started: false, executor })
+      .set({
+        action_id: next,
+        action_assigned_at: sql<Date>`now()`,
+        action_started: false,
+        executor,
+        // A new current action ends any hand-over: its successor would take over from the old one.
+        successor_action_id: null,
+        successor_executor: null,
+        successor_assigned_at: null,
+      })
       .where('id', '=', vimId)
       .where('action_id', '=', fromActionId)
       .where('deleted_at', 'is', null)
@@ -68,6 +83,28 @@ export function createHandoff(options: HandoffOptions): Handoff {
 
   return {
     stop,
+    async launchSuccessor(spec, executor) {
+      try {
+        await pool.start(executor, { ...spec, reportAtOnce: false, reportFirstRound: true }, startTimeoutMs);
+        return true;
+      } catch (err) {
+        logger.warn('StartAction of a successor failed; the VIM keeps its action', {
+          vimId: spec.vimId,
+          actionId: spec.actionId,
+          executor,
+          err: String(err),
+        });
+        void stop(executor, spec.actionId);
+        await db()
+          .updateTable('vim')
+          .set({ successor_action_id: null, successor_executor: null, successor_assigned_at: null })
+          .where('id', '=', spec.vimId)
+          .where('successor_action_id', '=', spec.actionId)
+          .execute()
+          .catch((e: unknown) => logger.warn('could not clear the successor; it expires', { vimId: spec.vimId, err: String(e) }));
+        return false;
+      }
+    },
     async launch(spec, executor) {
       const order = [executor, ...pool.candidates(spec.vimId).filter((e) => e !== executor)].slice(0, maxAttempts);
       let actionId = spec.actionId;

@@ -3,6 +3,7 @@
 // so any number of Tacker servers reconcile at once without handing a VIM twice;
 // a crash at any line leaves a row that the next pass (here or elsewhere) claims.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { delay, isAbortError } from 'abort-controller-x';
 import pLimit from 'p-limit';
 import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
@@ -55,6 +56,8 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   const concurrency = options.concurrency ?? 32;
   const startBackoff = options.startBackoff ?? { baseDelayMs: 2_000, maxDelayMs: 5 * 60_000 };
 
+  // How often a hand-over is looked at until its successor has taken over.
+  const takeOverPollMs = 100;
   const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
   const lostActionCheckConcurrency = options.lostActionCheckConcurrency ?? 4;
   let lastLostCheck = 0;
@@ -100,6 +103,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     oldActionId: string;
     oldExecutor: string | null;
     reason: ReplacementReason;
+    /**
+     * A hand-over: row.successorActionId runs beside the current action (still reporting on
+     * its draining executor) and takes over with its first report; the old one is stopped then.
+     */
+    successor: boolean;
   }
 
   async function claim(lost: Array<[string, string]>, draining: string[], limit: number): Promise<Claimed[]> {
@@ -112,6 +120,13 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       const rows = await db
         .selectFrom('vim')
         .select(['id', 'action_id', 'executor', 'action_started'])
+        .select((eb) =>
+          eb(
+            eb.fn('greatest', [eb.fn.coalesce('last_report_at', 'action_assigned_at'), eb.ref('action_assigned_at')]),
+            '<',
+            sql<Date>`now() - ${eb.ref('stale_after_ms')} * interval '1 millisecond'`,
+          ).as('overdue'),
+        )
         .where('deleted_at', 'is', null)
         // Backing off after failed starts: not yet.
         .where((eb) => eb.or([eb('next_attempt_at', 'is', null), eb('next_attempt_at', '<=', sql<Date>`now()`)]))
@@ -135,8 +150,20 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
                 ])
                 .$asTuple('id', 'action_id'),
             ),
-            // A draining executor's VIMs move at once, not after their stale limit.
-            ...(draining.length > 0 ? [eb('executor', 'in', draining)] : []),
+            // A draining executor's VIMs move at once, not after their stale limit: each gets a
+            // successor, again when one did not take over within the start grace.
+            ...(draining.length > 0
+              ? [
+                  eb.and([
+                    eb('executor', 'in', draining),
+                    eb.or([
+                      eb('successor_action_id', 'is', null),
+                      eb('successor_assigned_at', '<', msAgo(startGraceMs)),
+                      eb('successor_executor', 'in', draining),
+                    ]),
+                  ]),
+                ]
+              : []),
           ]),
         )
         .orderBy('action_assigned_at')
@@ -158,13 +185,28 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
               : 'unconfirmed';
         const actionId = randomUUID();
         const executor = pool.candidates(r.id)[0]!;
+        // Make before break where the current action still reports: a drained VIM whose action
+        // runs and is not overdue keeps it until the successor's first report (conductor/fencing.ts).
+        const successor = reason === 'drained' && r.action_started && !r.overdue;
         const updated = await db
           .updateTable('vim')
-          .set({ action_id: actionId, action_assigned_at: sql<Date>`now()`, action_started: false, executor })
+          .set(
+            successor
+              ? { successor_action_id: actionId, successor_executor: executor, successor_assigned_at: sql<Date>`now()` }
+              : {
+                  action_id: actionId,
+                  action_assigned_at: sql<Date>`now()`,
+                  action_started: false,
+                  executor,
+                  successor_action_id: null,
+                  successor_executor: null,
+                  successor_assigned_at: null,
+                },
+          )
           .where('id', '=', r.id)
           .returningAll()
           .executeTakeFirstOrThrow();
-        out.push({ row: tem.map(VimSchema, updated), oldActionId: r.action_id, oldExecutor: r.executor, reason });
+        out.push({ row: tem.map(VimSchema, updated), oldActionId: r.action_id, oldExecutor: r.executor, reason, successor });
       }
       return out;
     });
@@ -184,6 +226,37 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       logger.info('start failed on every executor tried; backing off', { vimId: row.id, attempts, waitMs });
     } catch (err) {
       logger.warn('could not record the backoff; the VIM is retried at the next pass', { vimId: row.id, err: String(err) });
+    }
+  }
+
+  /**
+   * Stops each old action once its successor has taken over (its first report, which it
+   * sends after its first round). One that has not within the start grace keeps its old
+   * action: it is stopped by BAD_ACTION when the next pass's successor takes over, or by the
+   * end of its executor's drain.
+   */
+  async function stopWhenTakenOver(handedOver: Claimed[]): Promise<void> {
+    const waiting = new Map(handedOver.map((c) => [c.row.id, c]));
+    const deadline = Date.now() + startGraceMs;
+    try {
+      while (waiting.size > 0 && Date.now() < deadline) {
+        await sleep(takeOverPollMs);
+        const rows = await typedSql(orm.em.fork())
+          .selectFrom('vim')
+          .select(['id', 'action_id'])
+          .where('id', 'in', [...waiting.keys()])
+          .execute();
+        for (const r of rows) {
+          const c = waiting.get(r.id)!;
+          // Taken over by this successor, or moved on otherwise: the old action is not the VIM's.
+          if (r.action_id !== c.oldActionId) {
+            waiting.delete(r.id);
+            void handoff.stop(c.oldExecutor, c.oldActionId);
+          }
+        }
+      }
+    } catch (err) {
+      logger.warn('could not follow the hand-overs; the old actions stop at their next report', { err: String(err) });
     }
   }
 
@@ -210,16 +283,28 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   async function claimAndStart(lost: Array<[string, string]>, draining: string[]): Promise<number> {
     let total = 0;
     while (true) {
-      // A claimed row's reports are fenced until its new action starts: while an executor
-      // drains (its actions still report), claim no more than are started at once.
-      const limit = draining.length > 0 ? Math.min(batchSize, concurrency) : batchSize;
+      const limit = batchSize;
       const claimed = await claim(lost, draining, limit);
       total += claimed.length;
       for (const c of claimed) options.metrics?.reconcilerReplacements.inc({ reason: c.reason });
       const queue = [...claimed];
+      const handedOver: Claimed[] = [];
       await Promise.all(
         Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
           for (let c = queue.shift(); c; c = queue.shift()) {
+            if (c.successor) {
+              const to = c.row.successorActionId!;
+              logger.info('handing the VIM over to a successor action', {
+                vimId: c.row.id,
+                from: c.oldActionId,
+                to,
+                executor: c.row.successorExecutor,
+                reason: c.reason,
+              });
+              const spec = { ...actionSpecOf(c.row, options.key), actionId: to };
+              if (await handoff.launchSuccessor(spec, c.row.successorExecutor!)) handedOver.push(c);
+              continue;
+            }
             logger.info('giving the VIM a new action', {
               vimId: c.row.id,
               from: c.oldActionId,
@@ -228,13 +313,15 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
               reason: c.reason,
             });
             const launched = await handoff.launch({ ...actionSpecOf(c.row, options.key), reportAtOnce: true }, c.row.executor!);
-            // Stopped once the new one runs: a draining executor's action monitors until then
-            // (its reports are fenced from the claim on; the drain ends when its last one stops).
+            // The old action is fenced from the claim on; stopping it frees its executor sooner.
             void handoff.stop(c.oldExecutor, c.oldActionId);
             if (!launched.started) await backOff(c.row, launched.actionId);
           }
         }),
       );
+      // Not awaited: the old actions report until their successors take over, and the next
+      // batch need not wait for that.
+      if (handedOver.length > 0) void stopWhenTakenOver(handedOver);
       if (claimed.length < limit) return total;
     }
   }

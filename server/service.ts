@@ -242,6 +242,10 @@ export function createVimService(options: VimServiceOptions): VimServiceImplemen
             row.actionAssignedAt = new Date();
             row.actionStarted = false;
             row.executor = pool.candidates(row.id)[0]!;
+            // A hand-over in progress would make the old settings' successor current.
+            row.successorActionId = null;
+            row.successorExecutor = null;
+            row.successorAssignedAt = null;
             if (authUrlChanged) {
               // What was known of the old endpoint says nothing of the new one.
               row.authUrl = authUrl!;

@@ -115,7 +115,7 @@ test('an accepted report stores the status and the time of the report', async (t
   t.is(row.status, 'REACHABLE');
   t.truthy(row.last_report_at);
   t.true(row.last_report_at!.getTime() >= (before.rows[0].now as Date).getTime());
-  t.is(row.action_id, vim.actionId, 'the conductor never changes the fencing token');
+  t.is(row.action_id, vim.actionId, 'a report of the current action leaves the fencing token as it is');
 });
 
 test('a transition writes one event row and one NOTIFY, in the same commit', async (t) => {
@@ -195,6 +195,59 @@ test('a stale action, an unknown VIM and a deregistered VIM get BAD_ACTION and c
   t.is(rows[0].n, 0);
   await new Promise((r) => setTimeout(r, 100));
   t.is(notifications.length, 0);
+});
+
+test('a hand-over: the current action is accepted until its successor reports, which makes the successor current; then the old one is fenced', async (t) => {
+  const { db, sql, client } = await startHarness(t);
+  const notifications = await listen(t, db.url);
+  const vim = await insertVim(sql, { status: 'REACHABLE' });
+  const successor = randomUUID();
+  await sql.query(
+    `update vim set action_started = true, executor = 'old:1', successor_action_id = $2, successor_executor = 'new:1',
+            successor_assigned_at = now() - interval '2 seconds', start_attempts = 3 where id = $1`,
+    [vim.id, successor],
+  );
+  const REACHABLE = VimStatus.VIM_STATUS_REACHABLE;
+  // Before the take-over the old action still speaks for the VIM.
+  t.is((await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: REACHABLE })).status, REACHABLE);
+  t.is((await vimRow(sql, vim.id)).action_id, vim.actionId);
+  const beforeTakeOver = (await vimRow(sql, vim.id)).last_report_at!;
+
+  t.is((await client.updateVim({ vimId: vim.id, actionId: successor, status: REACHABLE })).status, REACHABLE);
+  const row = await vimRow(sql, vim.id);
+  t.is(row.action_id, successor, 'the successor is the VIM’s action from its first report');
+  t.is(row.executor, 'new:1');
+  t.is(row.action_started, true);
+  t.is(row.successor_action_id, null);
+  t.is(row.successor_executor, null);
+  t.is(row.successor_assigned_at, null);
+  t.is(row.start_attempts, 0);
+  t.true(row.last_report_at!.getTime() >= beforeTakeOver.getTime(), 'the take-over stored its report');
+  t.deepEqual(await events(sql, vim.id), [], 'same status: a heartbeat, no transition');
+
+  t.is(
+    (await client.updateVim({ vimId: vim.id, actionId: vim.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE })).status,
+    VimStatus.VIM_STATUS_BAD_ACTION,
+    'the old action is fenced once the successor took over',
+  );
+  t.is((await vimRow(sql, vim.id)).status, 'REACHABLE');
+  // A successor that reports a change takes over with a transition in its own name.
+  const next = randomUUID();
+  await sql.query(`update vim set successor_action_id = $2, successor_executor = 'new:2', successor_assigned_at = now() where id = $1`, [
+    vim.id,
+    next,
+  ]);
+  t.is(
+    (await client.updateVim({ vimId: vim.id, actionId: next, status: VimStatus.VIM_STATUS_UNREACHABLE })).status,
+    VimStatus.VIM_STATUS_UNREACHABLE,
+  );
+  const trail = await events(sql, vim.id);
+  t.is(trail.length, 1);
+  t.is(trail[0].action_id, next);
+  t.is(trail[0].from_status, 'REACHABLE');
+  await settle(() => notifications.length === 1);
+  t.is(notifications.length, 1);
+  t.is((await vimRow(sql, vim.id)).executor, 'new:2');
 });
 
 test('concurrent reports from two actions for one VIM: only the row’s action is ever accepted, and the trail stays a chain', async (t) => {

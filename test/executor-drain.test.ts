@@ -41,6 +41,17 @@ test('a draining executor hands its VIMs to the live one at once; its actions en
   const draining = mesh.executors[a] as RunningExecutor;
   t.is(draining.stats().actions, moving.length);
 
+  // Every change of a row's action, as the database saw it.
+  await mesh.query(`create table hand_over_log (vim_id uuid, old_action uuid, new_action uuid, old_successor uuid,
+                      new_successor uuid, report_stored boolean)`);
+  await mesh.query(`create function log_hand_over() returns trigger language plpgsql as $$ begin
+      if old.action_id is distinct from new.action_id or old.successor_action_id is distinct from new.successor_action_id then
+        insert into hand_over_log values (new.id, old.action_id, new.action_id, old.successor_action_id, new.successor_action_id,
+                                          old.last_report_at is distinct from new.last_report_at);
+      end if;
+      return null; end $$`);
+  await mesh.query(`create trigger log_hand_over after update on vim for each row execute function log_hand_over()`);
+
   const startedAt = Date.now();
   const left = await draining.drain(30_000);
   const tookMs = Date.now() - startedAt;
@@ -55,6 +66,29 @@ test('a draining executor hands its VIMs to the live one at once; its actions en
     t.is(now.executor, mesh.executorAddresses[b], `VIM ${v.id} moved to the live executor`);
     t.not(now.action_id, v.action_id, 'under a new action id (the old one is fenced)');
     t.true(now.action_started);
+  }
+  // Make before break: no moved VIM's action was ever replaced without a report of the new
+  // one in the same write; the claim only named a successor, whose first report took over.
+  type LogRow = {
+    vim_id: string;
+    old_action: string;
+    new_action: string;
+    old_successor: string | null;
+    new_successor: string | null;
+    report_stored: boolean;
+  };
+  const log = await mesh.query<LogRow>(`select * from hand_over_log`);
+  for (const v of moving) {
+    const changes = log.filter((r) => r.vim_id === v.id && r.old_action !== r.new_action);
+    t.true(changes.length >= 1, `VIM ${v.id} changed action`);
+    for (const c of changes) {
+      t.true(c.report_stored, `VIM ${v.id}: its action changed with a report stored`);
+      t.is<string | null, string | null>(c.new_action, c.old_successor, `VIM ${v.id}: the new action was the named successor`);
+    }
+    t.true(
+      log.some((r) => r.vim_id === v.id && r.old_action === v.action_id && r.new_successor !== null && r.new_action === v.action_id),
+      `VIM ${v.id}: a successor was named while its action stayed`,
+    );
   }
   for (const v of before.filter((x) => x.executor === mesh.executorAddresses[b]))
     t.is(after.get(v.id)!.action_id, v.action_id, 'others untouched');

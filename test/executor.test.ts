@@ -26,6 +26,7 @@ import { msToDuration } from '../common/duration.js';
 import { ActionEventHub, WatcherOverflowError, type ActionEvent } from '../executor/action-events.js';
 import { startExecutor, type ExecutorOptions, type RunningExecutor } from '../executor/main.js';
 import { testLogger } from './support/logger.js';
+import { eventually } from './support/wait.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -158,6 +159,7 @@ function startRequest(url: string, monitor: MonitorPolicy, known = VimStatus.VIM
     knownStatus: known,
     sslCaCert: '',
     auth: undefined,
+    reportFirstRound: false,
     knownStatusReason: 0,
   };
 }
@@ -282,6 +284,27 @@ test('a status equal to the known one waits for the heartbeat, which comes every
   const rounds = watch.events.filter((e) => e.round);
   t.true(rounds.length >= 10, `${rounds.length} rounds`);
   t.truthy(watch.events.find((e) => e.started)?.started?.action);
+});
+
+test('report_first_round: a successor given REACHABLE reports its first round at once, then keeps the heartbeat', async (t) => {
+  const conductor = await startRecordingConductor(t);
+  const { client } = await startHarness(t, conductor.address);
+  const target = await openTarget(t);
+  // A report interval of a minute: only report_first_round can explain a report within the test.
+  const req = {
+    ...startRequest(
+      target.url,
+      policy({ intervalMs: 100, timeoutMs: 90, reportIntervalMs: 60_000, unreachableAfter: 30 }),
+      VimStatus.VIM_STATUS_REACHABLE,
+    ),
+    reportFirstRound: true,
+  };
+  conductor.expect(req);
+  await client.startAction(req);
+  await eventually(() => conductor.reports.length >= 1, 10_000, 'the first round reported');
+  await sleep(500);
+  t.is(conductor.reports.length, 1, 'one report, then the heartbeat rhythm (a minute)');
+  t.is(conductor.reports[0]!.status, VimStatus.VIM_STATUS_REACHABLE);
 });
 
 test('an action given REACHABLE rides out failed rounds below unreachable_after: no PENDING report, then UNREACHABLE', async (t) => {

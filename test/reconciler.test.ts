@@ -141,6 +141,10 @@ async function polled(
       calls.launches++;
       return real.launch(...a);
     },
+    launchSuccessor(...a) {
+      calls.launches++;
+      return real.launchSuccessor(...a);
+    },
     stop(...a) {
       calls.stops++;
       return real.stop(...a);

@@ -8,6 +8,7 @@ import { Migration20261201015426 } from './Migration20261201015426.js';
 import { Migration20261201021403 } from './Migration20261201021403.js';
 import { Migration20261201021705 } from './Migration20261201021705.js';
 import { Migration20261201070445 } from './Migration20261201070445.js';
+import { Migration20261201070659 } from './Migration20261201070659.js';
 
 /**
  * Every migration, in order. Listed here (not discovered by glob) so they run the same from source or a bundle.
@@ -26,4 +27,5 @@ export const migrations = [
   { name: 'Migration20261201021403_retention', class: Migration20261201021403 },
   { name: 'Migration20261201021705_start_backoff', class: Migration20261201021705 },
   { name: 'Migration20261201070445_live_executor', class: Migration20261201070445 },
+  { name: 'Migration20261201070659_successor', class: Migration20261201070659 },
 ];

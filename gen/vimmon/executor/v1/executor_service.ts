@@ -102,6 +102,13 @@ export interface StartActionRequest {
     | undefined;
   /** The reason stored with known_status. */
   knownStatusReason: VimStatusReason;
+  /**
+   * Report the first round's decision at once, even when it equals
+   * known_status. A successor action (a hand-over from a draining executor)
+   * becomes the VIM's action with its first accepted report, so that report
+   * must not wait a report_interval.
+   */
+  reportFirstRound: boolean;
 }
 
 /** What an authenticating probe presents to its VIM. */
@@ -237,6 +244,7 @@ function createBaseStartActionRequest(): StartActionRequest {
     sslCaCert: "",
     auth: undefined,
     knownStatusReason: 0,
+    reportFirstRound: false,
   };
 }
 
@@ -265,6 +273,9 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
     }
     if (message.knownStatusReason !== 0) {
       writer.uint32(64).int32(message.knownStatusReason);
+    }
+    if (message.reportFirstRound !== false) {
+      writer.uint32(72).bool(message.reportFirstRound);
     }
     return writer;
   },
@@ -346,6 +357,14 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
             message.knownStatusReason = reader.int32() as any;
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.reportFirstRound = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -392,6 +411,11 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
         : isSet(object.known_status_reason)
         ? vimStatusReasonFromJSON(object.known_status_reason)
         : 0,
+      reportFirstRound: isSet(object.reportFirstRound)
+        ? globalThis.Boolean(object.reportFirstRound)
+        : isSet(object.report_first_round)
+        ? globalThis.Boolean(object.report_first_round)
+        : false,
     };
   },
 
@@ -421,6 +445,9 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
     if (message.knownStatusReason !== 0) {
       obj.knownStatusReason = vimStatusReasonToJSON(message.knownStatusReason);
     }
+    if (message.reportFirstRound !== false) {
+      obj.reportFirstRound = message.reportFirstRound;
+    }
     return obj;
   },
 
@@ -439,6 +466,7 @@ export const StartActionRequest: MessageFns<StartActionRequest> = {
     message.sslCaCert = object.sslCaCert ?? "";
     message.auth = (object.auth !== undefined && object.auth !== null) ? VimAuth.fromPartial(object.auth) : undefined;
     message.knownStatusReason = object.knownStatusReason ?? 0;
+    message.reportFirstRound = object.reportFirstRound ?? false;
     return message;
   },
 };
