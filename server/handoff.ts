@@ -31,6 +31,22 @@ export interface Handoff {
   stop(executor: string | null | undefined, actionId: string): Promise<void>;
 }
 
+/**
+ * The columns that make `actionId` on `executor` the VIM's new action (not yet acknowledged).
+ * A new current action ends any hand-over: its successor would take over from the old one.
+ */
+export function newActionColumns(actionId: string, executor: string) {
+  return {
+    action_id: actionId,
+    action_assigned_at: sql<Date>`now()`,
+    action_started: false,
+    executor,
+    successor_action_id: null,
+    successor_executor: null,
+    successor_assigned_at: null,
+  };
+}
+
 export function createHandoff(options: HandoffOptions): Handoff {
   const { orm, pool, logger } = options;
   const startTimeoutMs = options.startTimeoutMs ?? 3_000;
@@ -55,16 +71,7 @@ export function createHandoff(options: HandoffOptions): Handoff {
     const next = randomUUID();
     const r = await db()
       .updateTable('vim')
-      .set({
-        action_id: next,
-        action_assigned_at: sql<Date>`now()`,
-        action_started: false,
-        executor,
-        // A new current action ends any hand-over: its successor would take over from the old one.
-        successor_action_id: null,
-        successor_executor: null,
-        successor_assigned_at: null,
-      })
+      .set(newActionColumns(next, executor))
       .where('id', '=', vimId)
       .where('action_id', '=', fromActionId)
       .where('deleted_at', 'is', null)

@@ -12,7 +12,7 @@ import type { ReplacementReason, ServerMetrics } from '../common/metrics.js';
 import { sql, typedSql, type Orm } from '../db/connection.js';
 import { VimSchema, type Vim } from '../db/entities.js';
 import type { ExecutorPool } from './executors.js';
-import type { Handoff } from './handoff.js';
+import { newActionColumns, type Handoff } from './handoff.js';
 import { actionSpecOf } from './vim-view.js';
 
 export interface ReconcilerOptions {
@@ -193,15 +193,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           .set(
             successor
               ? { successor_action_id: actionId, successor_executor: executor, successor_assigned_at: sql<Date>`now()` }
-              : {
-                  action_id: actionId,
-                  action_assigned_at: sql<Date>`now()`,
-                  action_started: false,
-                  executor,
-                  successor_action_id: null,
-                  successor_executor: null,
-                  successor_assigned_at: null,
-                },
+              : newActionColumns(actionId, executor),
           )
           .where('id', '=', r.id)
           .returningAll()
