@@ -83,8 +83,14 @@ interface Executor {
   child?: ChildProcess;
 }
 
+// ROLE_LOADER=dist: the executors from the compiled dist/ on plain node, as deployed (npm run build
+// first); the default runs the sources through tsx, whose start compiles them (about a core-second
+// per restart on this machine, taken from the other executors' heartbeats).
+const loader = process.env.ROLE_LOADER === 'dist' ? 'dist' : 'tsx';
+const executorCommand = loader === 'dist' ? ['dist/cli/main.js', 'executor'] : ['--import', 'tsx', 'cli/main.ts', 'executor'];
+
 function spawnExecutor(e: Executor, conductorAddress: string): void {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'executor'], {
+  const child = spawn(process.execPath, executorCommand, {
     cwd: root,
     stdio: ['ignore', 'ignore', 'inherit'],
     env: {
@@ -160,21 +166,21 @@ async function main() {
   // Every accepted report, as a trigger on the rows logs each new last_report_at (exact: a
   // sample of the rows would miss a report followed by another within the sampling period).
   const db = orm.em.fork().getConnection();
-  await db.execute(`create table bench_report_log (vim_id uuid not null, at timestamptz not null)`);
+  await db.execute(`create table bench_report_log (vim_id uuid not null, at timestamptz not null, action_id uuid not null)`);
   await db.execute(`create function bench_log_report() returns trigger language plpgsql as $$ begin
-      insert into bench_report_log values (new.id, new.last_report_at); return null; end $$`);
+      insert into bench_report_log values (new.id, new.last_report_at, new.action_id); return null; end $$`);
   await db.execute(`create trigger bench_log_report after update of last_report_at on vim for each row
       when (new.last_report_at is distinct from old.last_report_at) execute function bench_log_report()`);
-  /** Accepted reports per VIM (ms since the epoch, ascending) from `since` on. */
+  /** Accepted reports per VIM (ms since the epoch, ascending, with the action) from `since` on. */
   const reportsSince = async (since: number) => {
     const rows = (await db.execute(
-      `select vim_id, (extract(epoch from at) * 1000)::float8 as at from bench_report_log
+      `select vim_id, (extract(epoch from at) * 1000)::float8 as at, action_id from bench_report_log
         where at >= to_timestamp(${since} / 1000.0) order by at`,
-    )) as Array<{ vim_id: string; at: number }>;
-    const out = new Map<string, number[]>();
+    )) as Array<{ vim_id: string; at: number; action_id: string }>;
+    const out = new Map<string, Array<{ at: number; action: string }>>();
     for (const r of rows) {
       const list = out.get(r.vim_id) ?? [];
-      list.push(r.at);
+      list.push({ at: r.at, action: r.action_id });
       out.set(r.vim_id, list);
     }
     return out;
@@ -207,15 +213,24 @@ async function main() {
     await until('every VIM reporting after the last restart', () => allReportedSince(lastRestart), 10 * staleAfterMs + 60_000);
     const endedAt = await nowMs();
     const gaps: number[] = [];
+    // Gaps that end with a new action's first report (a hand-over), and those within one action.
+    const handOver: number[] = [];
+    const sameAction: number[] = [];
     // From two report intervals before the round: every VIM's last report before it is in.
     for (const seen of (await reportsSince(startedAt - 2 * intervalMs)).values()) {
       // The last report before the round, then every one in it.
-      const first = seen.findLastIndex((at) => at <= startedAt);
-      const times = seen.slice(Math.max(0, first)).filter((at) => at <= endedAt);
+      const first = seen.findLastIndex((r) => r.at <= startedAt);
+      const times = seen.slice(Math.max(0, first)).filter((r) => r.at <= endedAt);
       let gap = 0;
-      for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+      for (let i = 1; i < times.length; i++) {
+        const g = times[i]!.at - times[i - 1]!.at;
+        gap = Math.max(gap, g);
+        (times[i]!.action === times[i - 1]!.action ? sameAction : handOver).push(g);
+      }
       gaps.push(gap);
     }
+    handOver.sort((a, b) => a - b);
+    sameAction.sort((a, b) => a - b);
     gaps.sort((a, b) => a - b);
     const figure = (ms: number) => ({ ms: Math.round(ms), intervals: Math.round((ms / intervalMs) * 100) / 100 });
     return {
@@ -223,6 +238,15 @@ async function main() {
       durationMs: Math.round(endedAt - startedAt),
       longestGap: { p50: figure(percentile(gaps, 50)), p99: figure(percentile(gaps, 99)), max: figure(gaps.at(-1)!) },
       vimsOverOneInterval: gaps.filter((g) => g > intervalMs).length,
+      // Every gap between two reports, by kind: p99 and max (ms).
+      handOverGaps:
+        handOver.length > 0
+          ? { count: handOver.length, p99: figure(percentile(handOver, 99)), max: figure(handOver.at(-1)!) }
+          : { count: 0 },
+      sameActionGaps:
+        sameAction.length > 0
+          ? { count: sameAction.length, p99: figure(percentile(sameAction, 99)), max: figure(sameAction.at(-1)!) }
+          : { count: 0 },
       vimsOverOneAndAHalfIntervals: gaps.filter((g) => g > 1.5 * intervalMs).length,
       gaps,
     };
@@ -246,6 +270,7 @@ async function main() {
     JSON.stringify(
       {
         bench: 'rolling-restart',
+        loader,
         vims,
         executors: executorCount,
         intervalMs,

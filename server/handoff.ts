@@ -32,10 +32,11 @@ export interface Handoff {
 }
 
 /**
- * The columns that make `actionId` on `executor` the VIM's new action (not yet acknowledged).
+ * The columns that make `actionId` on `executor` the VIM's new action (not yet acknowledged);
+ * values or column references (a batch update).
  * A new current action ends any hand-over: its successor would take over from the old one.
  */
-export function newActionColumns(actionId: string, executor: string) {
+export function newActionColumns<A, E>(actionId: A, executor: E) {
   return {
     action_id: actionId,
     action_assigned_at: sql<Date>`now()`,

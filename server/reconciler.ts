@@ -172,8 +172,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         .skipLocked()
         .execute();
       const lostPairs = new Set(lost.map(([id, action]) => `${id}/${action}`));
-      const out: Claimed[] = [];
-      for (const r of rows) {
+      const decided = rows.map((r) => {
         // Which condition above claimed it, the lost list first (its action had started):
         // a row matching more than one is counted once.
         const reason: ReplacementReason = lostPairs.has(`${r.id}/${r.action_id}`)
@@ -183,23 +182,51 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
             : r.action_started
               ? 'stale'
               : 'unconfirmed';
-        const actionId = randomUUID();
-        const executor = pool.candidates(r.id)[0]!;
         // Make before break where the current action still reports: a drained VIM whose action
         // runs and is not overdue keeps it until the successor's first report (conductor/fencing.ts).
         const successor = reason === 'drained' && r.action_started && !r.overdue;
-        const updated = await db
+        return { r, reason, successor, actionId: randomUUID(), executor: pool.candidates(r.id)[0]! };
+      });
+      // One UPDATE per kind for the whole batch: the claimed rows stay locked until commit, and
+      // a conductor report of one of them waits that long (and the reports grouped behind it).
+      // Row by row, 200 updates held them for hundreds of milliseconds: heartbeats of VIMs not
+      // even moving came late (BENCHMARKS.md, rolling restart).
+      const updated = new Map<string, Record<string, unknown>>();
+      for (const successor of [true, false]) {
+        const batch = decided.filter((d) => d.successor === successor);
+        if (batch.length === 0) continue;
+        // unnest of the array parameters: raw, with no column in it to check.
+        const input = db
+          .selectNoFrom([
+            sql<string>`unnest(${batch.map((d) => d.r.id)}::uuid[])`.as('id'),
+            sql<string>`unnest(${batch.map((d) => d.actionId)}::uuid[])`.as('new_action_id'),
+            sql<string>`unnest(${batch.map((d) => d.executor)}::text[])`.as('new_executor'),
+          ])
+          .as('x');
+        const written = await db
           .updateTable('vim')
-          .set(
+          .from(input)
+          .set((eb) =>
             successor
-              ? { successor_action_id: actionId, successor_executor: executor, successor_assigned_at: sql<Date>`now()` }
-              : newActionColumns(actionId, executor),
+              ? {
+                  successor_action_id: eb.ref('x.new_action_id'),
+                  successor_executor: eb.ref('x.new_executor'),
+                  successor_assigned_at: sql<Date>`now()`,
+                }
+              : newActionColumns(eb.ref('x.new_action_id'), eb.ref('x.new_executor')),
           )
-          .where('id', '=', r.id)
-          .returningAll()
-          .executeTakeFirstOrThrow();
-        out.push({ row: tem.map(VimSchema, updated), oldActionId: r.action_id, oldExecutor: r.executor, reason, successor });
+          .whereRef('vim.id', '=', 'x.id')
+          .returningAll('vim')
+          .execute();
+        for (const w of written) updated.set(w.id, w);
       }
+      const out: Claimed[] = decided.map(({ r, reason, successor }) => ({
+        row: tem.map(VimSchema, updated.get(r.id)!),
+        oldActionId: r.action_id,
+        oldExecutor: r.executor,
+        reason,
+        successor,
+      }));
       return out;
     });
   }
