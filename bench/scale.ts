@@ -21,9 +21,10 @@
 //                  this process builds the very same reconciler (server/reconciler.ts)
 //                  on the same database and executors and times, after a warm-up,
 //                  RECONCILE_PASSES passes of each kind, alternating: with the
-//                  lost-action check (every live executor's ListActions against its
-//                  rows, what a server adds every 10 s) and the claim query alone
-//                  (what a server runs every 2 s).
+//                  full lost-action check (every live executor's ListActions against
+//                  its rows, what a server adds every 5 min), with the instance check
+//                  (each executor's instance id, what a server adds every 10 s) and
+//                  the claim query alone (what a server runs every 2 s).
 // PostgreSQL with autovacuum off (this machine's): the bench runs VACUUM (ANALYZE)
 // of the vim tables every VACUUM_EVERY_S (30) itself, as autovacuum would.
 // Progress on stderr, JSON on stdout (each size's result also on stderr once done). SIGINT ends every child, drops the
@@ -353,21 +354,27 @@ async function timeReconcilePasses(orm: Orm, mesh: Mesh, key: Buffer) {
   try {
     await eventually(() => pool.live().length === executors.length, 30_000, 'every executor live to the timed reconciler', 100);
     const handoff = createHandoff({ orm, pool, logger });
-    const reconciler = (lostActionCheckMs: number) =>
-      createReconciler({ orm, pool, handoff, logger, key, intervalMs: 2_000, lostActionCheckMs });
-    // 0: every pass asks every live executor for its actions; never: the claim alone.
-    const checking = reconciler(0);
-    const claiming = reconciler(Number.MAX_SAFE_INTEGER);
+    const reconciler = (lostActionCheckMs: number, lostActionFullCheckMs: number) =>
+      createReconciler({ orm, pool, handoff, logger, key, intervalMs: 2_000, lostActionCheckMs, lostActionFullCheckMs });
+    // Every pass asks every live executor: for all its actions (full), or for its instance id and
+    // all its actions only if that changed since the last listing (what a server does every 10 s,
+    // with a full listing every 5 min); never: the claim alone (what a server runs every 2 s).
+    const fullChecking = reconciler(0, 0);
+    const instanceChecking = reconciler(0, Number.MAX_SAFE_INTEGER);
+    const claiming = reconciler(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
     const timed = async (r: ReturnType<typeof reconciler>) => {
       const t0 = performance.now();
       const replaced = await r.pass();
       return { ms: round1(performance.now() - t0), replaced };
     };
-    const warmUp = await timed(checking);
+    // The instance checker's first pass lists every executor (no instance id known yet).
+    const warmUp = [await timed(fullChecking), await timed(instanceChecking)];
     const withCheck: Array<{ ms: number; replaced: number }> = [];
+    const withInstanceCheck: Array<{ ms: number; replaced: number }> = [];
     const claimOnly: Array<{ ms: number; replaced: number }> = [];
     for (let i = 0; i < reconcilePasses; i++) {
-      withCheck.push(await timed(checking));
+      withCheck.push(await timed(fullChecking));
+      withInstanceCheck.push(await timed(instanceChecking));
       claimOnly.push(await timed(claiming));
     }
     const t0 = performance.now();
@@ -378,11 +385,12 @@ async function timeReconcilePasses(orm: Orm, mesh: Mesh, key: Buffer) {
       return { median: percentile(ms, 50), max: ms.at(-1)!, passes: ms };
     };
     return {
-      warmUpMs: warmUp.ms,
+      warmUpMs: warmUp.map((p) => p.ms),
       withLostActionCheckMs: summary(withCheck),
+      withInstanceCheckMs: summary(withInstanceCheck),
       claimOnlyMs: summary(claimOnly),
-      replaced: [warmUp, ...withCheck, ...claimOnly].reduce((s, p) => s + p.replaced, 0),
-      listActionsOfOneExecutor: { actions: listed.size, ms: listActionsMs },
+      replaced: [...warmUp, ...withCheck, ...withInstanceCheck, ...claimOnly].reduce((s, p) => s + p.replaced, 0),
+      listActionsOfOneExecutor: { actions: listed.actions.size, ms: listActionsMs },
     };
   } finally {
     stopPool.abort();
@@ -477,7 +485,7 @@ async function runSize(n: number, ports: number[]) {
     );
     const reconcile = await timeReconcilePasses(orm, mesh, key);
     progress(
-      `  reconcile pass ${reconcile.withLostActionCheckMs.median} ms with the lost-action check, ${reconcile.claimOnlyMs.median} ms without`,
+      `  reconcile pass ${reconcile.withLostActionCheckMs.median} ms with the full lost-action check, ${reconcile.withInstanceCheckMs.median} ms with the instance check, ${reconcile.claimOnlyMs.median} ms without`,
     );
     maintenanceResult = await maintenance.stop();
     const { rows } = await sql.query(
@@ -521,6 +529,7 @@ function growth(results: SizeResult[]) {
     registrationPerSecond: (r) => r.registration.perSecond,
     monitoredAfterLastRegistrationS: (r) => r.monitored.afterLastRegistrationS,
     reconcilePassWithLostActionCheckMs: (r) => r.reconcilePass.withLostActionCheckMs.median,
+    reconcilePassWithInstanceCheckMs: (r) => r.reconcilePass.withInstanceCheckMs.median,
     reconcilePassClaimOnlyMs: (r) => r.reconcilePass.claimOnlyMs.median,
     reportsPerSecond: (r) => r.steady.reportsPerSecond.accepted,
     updateVimP99Ms: (r) => r.steady.updateVimMs.p99?.estimate,

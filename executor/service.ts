@@ -1,5 +1,6 @@
 // vimmon.executor.v1.ExecutorService: requests validated at the edge into
 // action specs, actions and their events turned back into messages.
+import { randomUUID } from 'node:crypto';
 import { maxReplyBytes } from '../common/reply-size.js';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import {
@@ -35,6 +36,8 @@ export interface ExecutorServiceOptions {
   watchQueueLimit: number;
   /** The VIMs' CA certificates as TLS contexts; default a store of this service's own. */
   trust?: TrustStore;
+  /** This process's id in ListActions answers; default a new random one. */
+  instanceId?: string;
 }
 
 export function createExecutorService({
@@ -43,6 +46,7 @@ export function createExecutorService({
   events,
   watchQueueLimit,
   trust = new TrustStore(),
+  instanceId = randomUUID(),
 }: ExecutorServiceOptions): ExecutorServiceImplementation {
   return {
     async startAction(request, context) {
@@ -80,7 +84,7 @@ export function createExecutorService({
         actions.push(message);
         bytes += messageBytes;
       }
-      return { actions, nextPageToken: more ? encodeActionPageToken(actions[actions.length - 1]!.actionId) : '' };
+      return { actions, nextPageToken: more ? encodeActionPageToken(actions[actions.length - 1]!.actionId) : '', instanceId };
     },
 
     async *watchActions(request, context) {

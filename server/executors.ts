@@ -56,8 +56,10 @@ export interface ExecutorPool {
   draining(): string[];
   /** Calls listener when an executor's health changes; returns the unsubscribe. */
   onChange(listener: () => void): () => void;
-  /** Action ids running on the executor now. */
-  runningActions(executor: string, timeoutMs: number): Promise<Set<string>>;
+  /** Action ids running on the executor now, and the executor process's instance id. */
+  runningActions(executor: string, timeoutMs: number): Promise<{ instanceId: string; actions: Set<string> }>;
+  /** The executor process's instance id (ListActions of one action): new at each of its starts. */
+  instanceId(executor: string, timeoutMs: number): Promise<string>;
   /** Health-polls every executor until signal aborts. */
   run(signal: AbortSignal): Promise<void>;
   close(): void;
@@ -165,12 +167,20 @@ export function createExecutorPool(options: ExecutorPoolOptions): ExecutorPool {
       const signal = AbortSignal.timeout(timeoutMs);
       const running = new Set<string>();
       let pageToken = '';
+      let instanceId = '';
       do {
         const r = await client.listActions({ pageSize: listActionsPageSize, pageToken }, { signal });
         for (const a of r.actions) running.add(a.actionId);
+        // The first page's: a restart between pages shows as a later page of another id.
+        if (instanceId === '') instanceId = r.instanceId;
+        else if (r.instanceId !== instanceId) throw new Error(`executor ${executor} restarted during the listing`);
         pageToken = r.nextPageToken;
       } while (pageToken);
-      return running;
+      return { instanceId, actions: running };
+    },
+    async instanceId(executor, timeoutMs) {
+      const r = await member(executor).client.listActions({ pageSize: 1 }, { signal: AbortSignal.timeout(timeoutMs) });
+      return r.instanceId;
     },
     async run(signal) {
       const intervalMs = options.healthIntervalMs ?? 1_000;

@@ -27,8 +27,14 @@ export interface ReconcilerOptions {
   startGraceMs?: number;
   batchSize?: number;
   concurrency?: number;
-  /** How often live executors are asked which actions they run (restarted executors lose theirs). */
+  /**
+   * How often live executors are asked their instance id, and one that restarted since its
+   * actions were last listed is asked which actions it runs (a restart loses them all). Also at
+   * once when an executor's health changes. Default 10 s.
+   */
   lostActionCheckMs?: number;
+  /** How often every live executor's actions are listed whatever its instance id. Default 5 min. */
+  lostActionFullCheckMs?: number;
   /** Executors asked at once by that check. Default 4. */
   lostActionCheckConcurrency?: number;
   /** Counts replacements by reason. */
@@ -59,8 +65,15 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   // How often a hand-over is looked at until its successor has taken over.
   const takeOverPollMs = 100;
   const lostActionCheckMs = options.lostActionCheckMs ?? 10_000;
+  const lostActionFullCheckMs = options.lostActionFullCheckMs ?? 5 * 60_000;
   const lostActionCheckConcurrency = options.lostActionCheckConcurrency ?? 4;
   let lastLostCheck = 0;
+  let lastFullCheck = 0;
+  // Per executor, the instance id of the process whose whole list was last compared with the
+  // rows: while it answers with the same id it has lost nothing (it did not restart), and one
+  // ListActions of one action says so. Listing every action of every executor every check
+  // cost the executors and servers more CPU than the VIMs' own reports at 50,000 VIMs.
+  const checkedInstance = new Map<string, string>();
 
   /**
    * Actions a live executor should run but does not (it restarted): (vim id, action id) pairs.
@@ -68,34 +81,47 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
    * of every executor's ListActions (23.7 s for 10 executors of 9,000 actions, BENCHMARKS.md
    * "Scale"), and a hung one held the others for its whole deadline.
    */
-  async function findLostActions(): Promise<Array<[string, string]>> {
+  async function findLostActions(full: boolean): Promise<Array<[string, string]>> {
     const lost: Array<[string, string]> = [];
     const slots = pLimit(lostActionCheckConcurrency);
-    await Promise.all(pool.live().map((executor) => slots(() => checkExecutor(executor, lost))));
+    await Promise.all(pool.live().map((executor) => slots(() => checkExecutor(executor, lost, full))));
     if (lost.length > 0) logger.warn('executors lost actions (restarted?); replacing them', { count: lost.length });
     return lost;
   }
 
-  async function checkExecutor(executor: string, lost: Array<[string, string]>): Promise<void> {
+  async function checkExecutor(executor: string, lost: Array<[string, string]>, full: boolean): Promise<void> {
+    if (!full) {
+      let instanceId: string;
+      try {
+        instanceId = await pool.instanceId(executor, 2_000);
+      } catch {
+        return; // unreachable now: the stale limit covers it
+      }
+      if (checkedInstance.get(executor) === instanceId) return;
+    }
     // Rows first, then the executor's list: an action started after this read is not judged.
-    const expected = await typedSql(orm.em.fork())
+    const rows = await typedSql(orm.em.fork())
       .selectFrom('vim')
       .select(['id', 'action_id'])
+      .select((eb) => eb('action_assigned_at', '<', msAgo(startGraceMs)).as('judged'))
       .where('deleted_at', 'is', null)
       .where('executor', '=', executor)
       .where((eb) => eb.ref('action_started'))
-      .where('action_assigned_at', '<', msAgo(startGraceMs))
       .execute();
-    if (expected.length === 0) return;
-    let running: Set<string>;
+    if (rows.length === 0) return;
+    let running: { instanceId: string; actions: Set<string> };
     try {
       // Listed in pages by action id: an action that runs throughout the listing is in
       // it; one started meanwhile may not be, and is not judged (assigned after the read).
       running = await pool.runningActions(executor, 5_000);
     } catch {
-      return; // unreachable now: the stale limit covers it
+      return; // unreachable now, or restarted while listed: the stale limit or the next check
     }
-    for (const r of expected) if (!running.has(r.action_id)) lost.push([r.id, r.action_id]);
+    for (const r of rows) if (r.judged && !running.actions.has(r.action_id)) lost.push([r.id, r.action_id]);
+    // Trusted from now on only if every action was judged: one too young to judge may have
+    // been lost by a restart just before this listing, and this same id would hide it.
+    if (rows.every((r) => r.judged)) checkedInstance.set(executor, running.instanceId);
+    else checkedInstance.delete(executor);
   }
 
   interface Claimed {
@@ -291,8 +317,10 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     total += await claimAndStart([], draining);
     if (Date.now() - lastLostCheck >= lostActionCheckMs) {
       lastLostCheck = Date.now();
+      const full = lastLostCheck - lastFullCheck >= lostActionFullCheckMs;
+      if (full) lastFullCheck = lastLostCheck;
       // Rows already reassigned no longer match their old action id, so later batches skip them.
-      const lost = await findLostActions();
+      const lost = await findLostActions(full);
       if (lost.length > 0) total += await claimAndStart(lost, draining);
     }
     return total;
@@ -351,7 +379,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       let failures = 0;
       // An executor's health change (one draining, one back) ends the wait: its VIMs move now.
       let wake = new AbortController();
-      const unsubscribe = pool.onChange(() => wake.abort());
+      const unsubscribe = pool.onChange(() => {
+        // One back may be a restarted one: ask the executors their instance ids at this pass.
+        lastLostCheck = 0;
+        wake.abort();
+      });
       signal.addEventListener('abort', unsubscribe, { once: true });
       while (!signal.aborted) {
         wake = new AbortController();

@@ -120,8 +120,10 @@ test('ListActions pages 12,000 actions: each listed once, in order, every page u
 
   // The Tacker server's view of the executor, read page by page.
   const running = await pool.runningActions(executor.address, 30_000);
-  t.is(running.size, total);
-  t.true(started.every((id) => running.has(id)));
+  t.is(running.actions.size, total);
+  t.true(started.every((id) => running.actions.has(id)));
+  t.regex(running.instanceId, /^[0-9a-f-]{36}$/);
+  t.is(await pool.instanceId(executor.address, 5_000), running.instanceId, 'the same process: the same instance id');
 });
 
 test('ListActions: a token past the last action gives an empty last page; stopped actions drop out between pages', async (t) => {
@@ -174,5 +176,6 @@ test('ListActions: a token past the last action gives an empty last page; stoppe
   );
   t.is(third.nextPageToken, '');
   const past = await client.listActions({ pageToken: Buffer.from('ffffffff-ffff-4fff-bfff-ffffffffffff').toString('base64url') });
-  t.deepEqual(past, { actions: [], nextPageToken: '' });
+  t.deepEqual(past, { actions: [], nextPageToken: '', instanceId: past.instanceId });
+  t.not(past.instanceId, '', 'every page names the executor process');
 });

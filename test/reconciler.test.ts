@@ -327,3 +327,59 @@ test('the lost-action check asks executors at once, and stale VIMs are not held 
   const started = [...a.starts, ...b.starts].map((s) => s.vimId).sort();
   t.deepEqual(started, [stale.id, onA.id, onB.id].sort(), 'each started once');
 });
+
+test('the lost-action check lists an executor again only when its instance id changed: once it restarted, its VIMs move at once', async (t) => {
+  const logger = testLogger();
+  const db = await createTestDatabase(t);
+  let executor = await startRecordingExecutor(logger);
+  const address = executor.address;
+  t.teardown(() => executor.stop());
+  const real = createExecutorPool({ executors: [address], logger });
+  t.teardown(() => real.close());
+  const calls = { listings: 0, instanceIds: 0 };
+  const pool: ExecutorPool = {
+    ...real,
+    live: () => [address],
+    runningActions(...a) {
+      calls.listings++;
+      return real.runningActions(...a);
+    },
+    instanceId(...a) {
+      calls.instanceIds++;
+      return real.instanceId(...a);
+    },
+  };
+  const reconciler = createReconciler({
+    orm: db.orm,
+    pool,
+    handoff: createHandoff({ orm: db.orm, pool, logger }),
+    logger,
+    key: Buffer.alloc(32, 3),
+    intervalMs: 60_000,
+    startGraceMs: 1_000,
+    lostActionCheckMs: 0, // every pass asks
+  });
+  // Its executor never ran it: the first (full) listing finds it lost.
+  const vim = await insertVim(db.orm, { name: 'on-a', lastReportAgoMs: 100, assignedAgoMs: 60_000, started: true, executor: address });
+  t.is(await reconciler.pass(), 1);
+  t.is(calls.listings, 1, 'the first check lists the executor (no instance id known)');
+  const age = () =>
+    db.orm.em
+      .fork()
+      .getConnection()
+      .execute(`update vim set action_assigned_at = now() - interval '1 minute', last_report_at = now() where id = ?`, [vim.id]);
+  await age(); // the new action is old enough to judge, and reporting
+  t.is(await reconciler.pass(), 0);
+  t.is(await reconciler.pass(), 0);
+  t.is(calls.listings, 1, 'the same instance: not listed again');
+  t.true(calls.instanceIds >= 2);
+
+  // A restart on the same address: a new instance that runs nothing.
+  await executor.stop();
+  executor = await startRecordingExecutor(logger, address);
+  const replaced = await eventually(async () => (await reconciler.pass()) || undefined, 20_000, 'the restarted executor’s VIM replaced');
+  t.is(replaced, 1);
+  t.is(calls.listings, 2, 'listed once more, after the restart');
+  t.is(executor.starts.length, 1, 'started on the restarted executor');
+  t.is(executor.starts[0]!.vimId, vim.id);
+});

@@ -154,6 +154,12 @@ export interface ListActionsResponse {
   actions: Action[];
   /** Empty on the last page. */
   nextPageToken: string;
+  /**
+   * A random id of this executor process, new at every start. A caller that
+   * listed the actions under another id knows that every action it saw then
+   * is gone (the executor restarted); the same id means the same process.
+   */
+  instanceId: string;
 }
 
 export interface WatchActionsRequest {
@@ -919,7 +925,7 @@ export const ListActionsRequest: MessageFns<ListActionsRequest> = {
 };
 
 function createBaseListActionsResponse(): ListActionsResponse {
-  return { actions: [], nextPageToken: "" };
+  return { actions: [], nextPageToken: "", instanceId: "" };
 }
 
 export const ListActionsResponse: MessageFns<ListActionsResponse> = {
@@ -929,6 +935,9 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.instanceId !== "") {
+      writer.uint32(26).string(message.instanceId);
     }
     return writer;
   },
@@ -962,6 +971,14 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
             message.nextPageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -982,6 +999,11 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
         : isSet(object.next_page_token)
         ? globalThis.String(object.next_page_token)
         : "",
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
     };
   },
 
@@ -993,6 +1015,9 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
     }
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
     return obj;
   },
 
@@ -1003,6 +1028,7 @@ export const ListActionsResponse: MessageFns<ListActionsResponse> = {
     const message = createBaseListActionsResponse();
     message.actions = object.actions?.map((e) => Action.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    message.instanceId = object.instanceId ?? "";
     return message;
   },
 };
