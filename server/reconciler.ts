@@ -118,10 +118,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       return; // unreachable now, or restarted while listed: the stale limit or the next check
     }
     for (const r of rows) if (r.judged && !running.actions.has(r.action_id)) lost.push([r.id, r.action_id]);
-    // Trusted from now on only if every action was judged: one too young to judge may have
-    // been lost by a restart just before this listing, and this same id would hide it.
-    if (rows.every((r) => r.judged)) checkedInstance.set(executor, running.instanceId);
-    else checkedInstance.delete(executor);
+    // Trusted from now on unless an action too young to judge is missing from the listing: it
+    // may have been lost by a restart just before it, and this same id would hide that. (Young
+    // ones that are listed run on this instance: a later restart changes the id.)
+    if (rows.some((r) => !r.judged && !running.actions.has(r.action_id))) checkedInstance.delete(executor);
+    else checkedInstance.set(executor, running.instanceId);
   }
 
   interface Claimed {

@@ -383,3 +383,39 @@ test('the lost-action check lists an executor again only when its instance id ch
   t.is(executor.starts.length, 1, 'started on the restarted executor');
   t.is(executor.starts[0]!.vimId, vim.id);
 });
+
+test('an action too young to judge and missing from the listing keeps its executor listed until it can be judged', async (t) => {
+  const logger = testLogger();
+  const db = await createTestDatabase(t);
+  const executor = await startRecordingExecutor(logger);
+  t.teardown(() => executor.stop());
+  const real = createExecutorPool({ executors: [executor.address], logger });
+  t.teardown(() => real.close());
+  let listings = 0;
+  const pool: ExecutorPool = {
+    ...real,
+    live: () => [executor.address],
+    runningActions(...a) {
+      listings++;
+      return real.runningActions(...a);
+    },
+  };
+  const reconciler = createReconciler({
+    orm: db.orm,
+    pool,
+    handoff: createHandoff({ orm: db.orm, pool, logger }),
+    logger,
+    key: Buffer.alloc(32, 3),
+    intervalMs: 60_000,
+    startGraceMs: 1_500,
+    lostActionCheckMs: 0,
+  });
+  // Acknowledged a moment ago, yet not running there: lost by a restart just before the listing.
+  const vim = await insertVim(db.orm, { name: 'young', lastReportAgoMs: 10, assignedAgoMs: 10, started: true, executor: executor.address });
+  t.is(await reconciler.pass(), 0, 'too young to judge');
+  t.is(await reconciler.pass(), 0);
+  t.is(listings, 2, 'listed again: the instance id is not trusted to hide it');
+  const replaced = await eventually(async () => (await reconciler.pass()) || undefined, 20_000, 'judged lost once old enough');
+  t.is(replaced, 1);
+  t.is(executor.starts[0]!.vimId, vim.id);
+});
