@@ -9,7 +9,8 @@ import pLimit from 'p-limit';
 import { backoffDelayMs, type BackoffOptions } from '../common/delay.js';
 import type { Logger } from '../common/logger.js';
 import type { ReplacementReason, ServerMetrics } from '../common/metrics.js';
-import { sql, typedSql, type Orm } from '../db/connection.js';
+import type { ExpressionBuilder } from 'kysely';
+import { sql, typedSql, type Database, type Orm } from '../db/connection.js';
 import { VimSchema, type Vim } from '../db/entities.js';
 import type { ExecutorPool } from './executors.js';
 import { newActionColumns, type Handoff } from './handoff.js';
@@ -51,6 +52,15 @@ export interface Reconciler {
   pass(): Promise<number>;
   run(signal: AbortSignal): Promise<void>;
 }
+
+/** No report (nor assignment) within the VIM's stale limit: its action is stale. */
+const overdue = (eb: ExpressionBuilder<Database, 'vim'>) =>
+  eb(
+    eb.fn('greatest', [eb.fn.coalesce('last_report_at', 'action_assigned_at'), eb.ref('action_assigned_at')]),
+    '<',
+    // Interval arithmetic on a column: raw, with the column still checked.
+    sql<Date>`now() - ${eb.ref('stale_after_ms')} * interval '1 millisecond'`,
+  );
 
 /** now() less ms, as a timestamptz; the builder has no interval arithmetic. */
 const msAgo = (ms: number) => sql<Date>`now() - ${ms} * interval '1 millisecond'`;
@@ -147,25 +157,14 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       const rows = await db
         .selectFrom('vim')
         .select(['id', 'action_id', 'executor', 'action_started'])
-        .select((eb) =>
-          eb(
-            eb.fn('greatest', [eb.fn.coalesce('last_report_at', 'action_assigned_at'), eb.ref('action_assigned_at')]),
-            '<',
-            sql<Date>`now() - ${eb.ref('stale_after_ms')} * interval '1 millisecond'`,
-          ).as('overdue'),
-        )
+        .select((eb) => overdue(eb).as('overdue'))
         .where('deleted_at', 'is', null)
         // Backing off after failed starts: not yet.
         .where((eb) => eb.or([eb('next_attempt_at', 'is', null), eb('next_attempt_at', '<=', sql<Date>`now()`)]))
         .where((eb) =>
           eb.or([
             eb.and([eb.not(eb.ref('action_started')), eb('action_assigned_at', '<', msAgo(startGraceMs))]),
-            eb(
-              eb.fn('greatest', [eb.fn.coalesce('last_report_at', 'action_assigned_at'), eb.ref('action_assigned_at')]),
-              '<',
-              // Interval arithmetic on a column: raw, with the column still checked.
-              sql<Date>`now() - ${eb.ref('stale_after_ms')} * interval '1 millisecond'`,
-            ),
+            overdue(eb),
             eb(
               eb.refTuple('id', 'action_id'),
               'in',
