@@ -345,8 +345,12 @@ export function createTableFeed<T>(options: TableFeedOptions<T>): TableFeed {
       while (!signal.aborted) {
         const rows = await options.read(db, cursor, chunk, pageSize);
         const full = rows.length === pageSize;
-        // A short page holds every row of the chunk: what was heard up to its end is in order with it.
-        const bound = full ? idOf(rows.at(-1)!) : chunk.at(-1)!.hi;
+        // What was heard up to the last row read goes with the page, in id order. What was heard
+        // above it committed after the read: it stays pending, to go in arrival order, or to be
+        // read again from the table if notifications were dropped meanwhile. (Taking it with the
+        // page handed a VIM's later row while its earlier one, whose notification had been
+        // dropped, was left to a gap read: out of order.)
+        const bound = rows.length > 0 ? idOf(rows.at(-1)!) : cursor;
         const merged = [...rows, ...takePending(bound)].sort((x, y) => idOf(x) - idOf(y));
         await hand(
           merged.filter((c) => accept(idOf(c))),

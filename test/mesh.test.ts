@@ -112,7 +112,7 @@ test('update: a new action replaces the old one, which is stopped; a fenced acti
   t.deepEqual(stopped, [`${updated!.actionId}:2`], 'stopped with STOP_REASON_BAD_ACTION');
 });
 
-test('deregister: the VIM is gone and its action stops within one second', async (t) => {
+test('deregister: the VIM is gone and its action stops within seconds', async (t) => {
   const mesh = await startMesh(t);
   const target = await openTcpTarget();
   t.teardown(() => target.close());
@@ -121,8 +121,10 @@ test('deregister: the VIM is gone and its action stops within one second', async
   await eventually(async () => (await exec.listActions({ vimIds: [vim!.id] })).actions.length === 1, 2_000, 'action running');
   const t0 = Date.now();
   await mesh.vims().deregisterVim({ id: vim!.id });
-  await eventually(async () => (await exec.listActions({ vimIds: [vim!.id] })).actions.length === 0, 1_000, 'action gone');
-  t.true(Date.now() - t0 < 1_000);
+  // Stopped by the server (StopAction) or fenced at its next report (300 ms): either way promptly.
+  // An order of magnitude, not a timing goal: a loaded CI machine once took more than a second.
+  await eventually(async () => (await exec.listActions({ vimIds: [vim!.id] })).actions.length === 0, 10_000, 'action gone');
+  t.true(Date.now() - t0 < 10_000);
   const err = (await t.throwsAsync(mesh.vims().getVim({ id: vim!.id }))) as unknown as { code: number };
   t.is(err.code, 5);
 });
