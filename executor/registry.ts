@@ -16,6 +16,7 @@ import {
 import type { ActionEventHub } from './action-events.js';
 import { probes as defaultProbes, type Probe } from './probe.js';
 import type { Reporter } from './report.js';
+import { firstIndexAbove } from '../common/sorted-index.js';
 
 export interface ActionRegistryOptions {
   logger: Logger;
@@ -136,7 +137,7 @@ export class ActionRegistry {
       return;
     }
     const ids = (this.sortedIds ??= [...this.byId.keys()].sort());
-    for (let i = firstAbove(ids, afterActionId); i < ids.length; i++) {
+    for (let i = firstIndexAbove(ids, afterActionId, (id) => id); i < ids.length; i++) {
       const action = this.byId.get(ids[i]!);
       if (action) yield action;
     }
@@ -188,18 +189,6 @@ export class ActionRegistry {
     vimActions!.splice(i, 1);
     if (vimActions!.length === 0) this.byVim.delete(vimId);
   }
-}
-
-/** The index of the first of the sorted ids above `after` (ids.length when none is). */
-function firstAbove(ids: readonly string[], after: string): number {
-  let lo = 0;
-  let hi = ids.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (ids[mid]! <= after) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 /** The first field in which two specs of one action id differ, if any. */

@@ -7,6 +7,7 @@
 import { NotFoundError, PermissionDeniedError } from '../common/errors.js';
 import type { HostRecord } from './alarm-store.js';
 import type { FaultHandler, HostVm, HostVmLookup } from './fault.js';
+import { firstIndexAbove } from '../common/sorted-index.js';
 
 export type AffectedInstancesTarget = { host: string } | { faultId: string };
 
@@ -62,7 +63,7 @@ export function listAffectedInstances(
   }
   onHost.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const after = query.after;
-  const start = after === undefined ? 0 : firstAfter(onHost, after);
+  const start = after === undefined ? 0 : firstIndexAbove(onHost, after, (vm) => vm.id);
   const instances = onHost.slice(start, start + query.limit);
   return {
     host,
@@ -72,16 +73,4 @@ export function listAffectedInstances(
     instances,
     more: start + instances.length < onHost.length,
   };
-}
-
-/** The index of the first VM whose id sorts after `after` (binary search over the sorted list). */
-function firstAfter(sorted: HostVm[], after: string): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid]!.id <= after) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

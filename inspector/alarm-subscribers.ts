@@ -9,6 +9,7 @@ import { StreamBehindError } from '../common/errors.js';
 import type { InspectorMetrics } from '../common/metrics.js';
 import type { AlarmFilter, AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import type { AlarmRecord, AlarmStore } from './alarm-store.js';
+import { firstIndexAbove } from '../common/sorted-index.js';
 
 /** Trailer of a RESOURCE_EXHAUSTED SubscribeAlarms: the after_alarm_id to resume with. */
 export const resumeAfterTrailer = 'vimmon-resume-after-alarm-id';
@@ -317,12 +318,5 @@ export async function* subscribeFrom(
 
 /** Index in `log` (from `from` on, ids increasing) of the first alarm with an id above `id`. */
 export function indexAfterId(log: readonly AlarmRecord[], from: number, id: number): number {
-  let lo = from;
-  let hi = log.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (log[mid]!.alarmId <= id) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return firstIndexAbove(log, id, (a) => a.alarmId, from);
 }

@@ -328,12 +328,17 @@ test('the lost-action check asks executors at once, and stale VIMs are not held 
   t.deepEqual(started, [stale.id, onA.id, onB.id].sort(), 'each started once');
 });
 
-test('the lost-action check lists an executor again only when its instance id changed: once it restarted, its VIMs move at once', async (t) => {
+/**
+ * One recording executor, a pool that calls it live and counts its listings and instance-id
+ * calls, and a reconciler whose every pass runs the lost-action check.
+ */
+async function checkingEveryPass(t: import('ava').ExecutionContext, startGraceMs: number) {
   const logger = testLogger();
   const db = await createTestDatabase(t);
-  let executor = await startRecordingExecutor(logger);
-  const address = executor.address;
-  t.teardown(() => executor.stop());
+  const first = await startRecordingExecutor(logger);
+  const address = first.address;
+  const executor = { current: first };
+  t.teardown(() => executor.current.stop());
   const real = createExecutorPool({ executors: [address], logger });
   t.teardown(() => real.close());
   const calls = { listings: 0, instanceIds: 0 };
@@ -356,9 +361,19 @@ test('the lost-action check lists an executor again only when its instance id ch
     logger,
     key: Buffer.alloc(32, 3),
     intervalMs: 60_000,
-    startGraceMs: 1_000,
+    startGraceMs,
     lostActionCheckMs: 0, // every pass asks
   });
+  /** Stops the executor and starts a new process on its address: a new instance id, no actions. */
+  const restart = async () => {
+    await executor.current.stop();
+    executor.current = await startRecordingExecutor(logger, address);
+  };
+  return { db, address, executor, calls, reconciler, restart };
+}
+
+test('the lost-action check lists an executor again only when its instance id changed: once it restarted, its VIMs move at once', async (t) => {
+  const { db, address, executor, calls, reconciler, restart } = await checkingEveryPass(t, 1_000);
   // Its executor never ran it: the first (full) listing finds it lost.
   const vim = await insertVim(db.orm, { name: 'on-a', lastReportAgoMs: 100, assignedAgoMs: 60_000, started: true, executor: address });
   t.is(await reconciler.pass(), 1);
@@ -375,47 +390,22 @@ test('the lost-action check lists an executor again only when its instance id ch
   t.true(calls.instanceIds >= 2);
 
   // A restart on the same address: a new instance that runs nothing.
-  await executor.stop();
-  executor = await startRecordingExecutor(logger, address);
+  await restart();
   const replaced = await eventually(async () => (await reconciler.pass()) || undefined, 20_000, 'the restarted executor’s VIM replaced');
   t.is(replaced, 1);
   t.is(calls.listings, 2, 'listed once more, after the restart');
-  t.is(executor.starts.length, 1, 'started on the restarted executor');
-  t.is(executor.starts[0]!.vimId, vim.id);
+  t.is(executor.current.starts.length, 1, 'started on the restarted executor');
+  t.is(executor.current.starts[0]!.vimId, vim.id);
 });
 
 test('an action too young to judge and missing from the listing keeps its executor listed until it can be judged', async (t) => {
-  const logger = testLogger();
-  const db = await createTestDatabase(t);
-  const executor = await startRecordingExecutor(logger);
-  t.teardown(() => executor.stop());
-  const real = createExecutorPool({ executors: [executor.address], logger });
-  t.teardown(() => real.close());
-  let listings = 0;
-  const pool: ExecutorPool = {
-    ...real,
-    live: () => [executor.address],
-    runningActions(...a) {
-      listings++;
-      return real.runningActions(...a);
-    },
-  };
-  const reconciler = createReconciler({
-    orm: db.orm,
-    pool,
-    handoff: createHandoff({ orm: db.orm, pool, logger }),
-    logger,
-    key: Buffer.alloc(32, 3),
-    intervalMs: 60_000,
-    startGraceMs: 1_500,
-    lostActionCheckMs: 0,
-  });
+  const { db, address, executor, calls, reconciler } = await checkingEveryPass(t, 1_500);
   // Acknowledged a moment ago, yet not running there: lost by a restart just before the listing.
-  const vim = await insertVim(db.orm, { name: 'young', lastReportAgoMs: 10, assignedAgoMs: 10, started: true, executor: executor.address });
+  const vim = await insertVim(db.orm, { name: 'young', lastReportAgoMs: 10, assignedAgoMs: 10, started: true, executor: address });
   t.is(await reconciler.pass(), 0, 'too young to judge');
   t.is(await reconciler.pass(), 0);
-  t.is(listings, 2, 'listed again: the instance id is not trusted to hide it');
+  t.is(calls.listings, 2, 'listed again: the instance id is not trusted to hide it');
   const replaced = await eventually(async () => (await reconciler.pass()) || undefined, 20_000, 'judged lost once old enough');
   t.is(replaced, 1);
-  t.is(executor.starts[0]!.vimId, vim.id);
+  t.is(executor.current.starts[0]!.vimId, vim.id);
 });
