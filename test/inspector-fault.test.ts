@@ -207,7 +207,9 @@ test('Nova slow or down never delays the alarm', async (t) => {
   const start = performance.now();
   await client.reportEvents({ events: [hostDown('compute-s')] });
   await eventually(async () => sub.got.length === 51, 2_000, 'the alarms');
-  t.true(sub.got[50]!.at - start < 500, `${Math.round(sub.got[50]!.at - start)} ms`);
+  // Every alarm well before Nova could have answered one call (3 s); a loaded CI machine once
+  // took 543 ms, over the 500 ms this asserted before.
+  t.true(sub.got[50]!.at - start < 1_500, `${Math.round(sub.got[50]!.at - start)} ms`);
 });
 
 test('duplicates, batches and unknown types', async (t) => {
