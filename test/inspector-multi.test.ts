@@ -73,7 +73,14 @@ test('a takeover pass takes the stored faults not done whose lease is free, and 
   const undone = row('compute-u');
   await store.save({ alarms: [], hosts: [undone, row('compute-d', new Date())], novaDone: [] });
   const handed: HostRecord[] = [];
-  const takeover = createTakeover({ store, leases, takeOver: (r) => handed.push(r) > 0, logger: testLogger(), intervalMs: 60_000 });
+  const takeover = createTakeover({
+    store,
+    leases,
+    takeOver: (r) => handed.push(r) > 0,
+    logger: testLogger(),
+    intervalMs: 60_000,
+    graceMs: 0,
+  });
 
   t.is(await holder.take('compute-u'), 'taken');
   t.deepEqual(await takeover.pass(), [], 'its holder is alive');
@@ -89,6 +96,55 @@ test('a takeover pass takes the stored faults not done whose lease is free, and 
   t.deepEqual(await takeover.pass(), [], 'done: nothing to take');
   t.deepEqual(await takeover.pass(), [], 'and again nothing');
   t.is(handed.length, 1);
+});
+
+test('a fault is taken only once it has been seen not done for the grace: the inspector that stored it takes its lease a moment after', async (t) => {
+  const db = await createTestDatabase(t);
+  const store = createAlarmStore(db.orm);
+  const storing = createHostLeases({ databaseUrl: db.url, logger: testLogger() });
+  const leases = createHostLeases({ databaseUrl: db.url, logger: testLogger() });
+  t.teardown(() => Promise.all([storing.close(), leases.close()]));
+  const handed: HostRecord[] = [];
+  const graceMs = 300;
+  const takeover = createTakeover({
+    store,
+    leases,
+    takeOver: (r) => handed.push(r) > 0,
+    logger: testLogger(),
+    intervalMs: 60_000,
+    graceMs,
+  });
+  const fault = (faultId: string): HostRecord => ({
+    host: 'compute-g',
+    state: 'down',
+    faultId,
+    changedAt: new Date(),
+    monitor: 'm',
+    monitorEventId: faultId,
+    severity: 'critical',
+    instances: [{ id: 'vm-1', name: 'vm', projectId: 'p' }],
+    novaDoneAt: undefined,
+  });
+
+  // Stored, its lease not yet taken: a pass now leaves it and keeps no lease.
+  const first = fault(crypto.randomUUID());
+  await store.save({ alarms: [], hosts: [first], novaDone: [] });
+  t.deepEqual(await takeover.pass(), [], 'just stored: left to the inspector that stored it');
+  t.is(await storing.take('compute-g'), 'taken', 'the lease is free for the inspector that stored it');
+  await new Promise((resolve) => setTimeout(resolve, graceMs + 50));
+  t.deepEqual(await takeover.pass(), [], 'past the grace, but driven: its lease is held');
+
+  // A newer fault on the host waits its own grace, even while the lease is free.
+  await storing.release('compute-g');
+  const second = fault(crypto.randomUUID());
+  await store.save({ alarms: [], hosts: [second], novaDone: [] });
+  t.deepEqual(await takeover.pass(), [], 'a new fault on the host: seen afresh');
+  await new Promise((resolve) => setTimeout(resolve, graceMs + 50));
+  t.deepEqual(await takeover.pass(), ['compute-g'], 'seen not done for the grace, its lease free: taken');
+  t.deepEqual(
+    handed.map((r) => r.faultId),
+    [second.faultId],
+  );
 });
 
 async function drivenOnce(t: ExecutionContext, shared: boolean) {
