@@ -160,6 +160,8 @@ export async function startChaosMesh(o: ChaosMeshOptions): Promise<ChaosMesh> {
     VIMMON_RETENTION_EVENT_ROWS: 'off',
     VIMMON_RETENTION_ALARM_AGE: 'off',
     VIMMON_RETENTION_ALARM_ROWS: 'off',
+    VIMMON_RETENTION_QUARANTINE_AGE: 'off',
+    VIMMON_RETENTION_QUARANTINE_ROWS: 'off',
   };
   const local = async () => `127.0.0.1:${await freePort()}`;
   const conductorAddresses = [await local(), await local()];

@@ -30,7 +30,7 @@ export interface Config {
   /** Addresses no probe may reach (VIMMON_PROBE_DENY, default link-local 169.254.0.0/16; "none": empty). */
   probeDeny: AddressDenyList;
   logLevel: LogLevel;
-  /** The retention variables (VIMMON_RETENTION_INTERVAL and the others): the Tacker server's share is vim_event and vim_audit, the inspector's alarm. */
+  /** The retention variables (VIMMON_RETENTION_INTERVAL and the others): the Tacker server's share is vim_event and vim_audit, the inspector's alarm and alarm_quarantine. */
   retention: RetentionSettings;
 }
 

@@ -246,7 +246,7 @@ export const environmentSchema = z.object({
     'reports a conductor stores with one statement under load; 1 turns grouping off',
   ),
   // Retention (db/retention.ts): the Tacker servers remove old vim_event and vim_audit rows, the
-  // inspectors old alarms, in small batches, one pass at a time over all of them.
+  // inspectors old alarms and quarantined ones, in small batches, one pass at a time over all of them.
   VIMMON_RETENTION_INTERVAL: duration(5 * 60_000, 'how often a retention pass runs in each Tacker server and inspector'),
   VIMMON_RETENTION_BATCH: wholeNumber(1_000, 1, 100_000, 'rows one retention statement (one short transaction) deletes at most'),
   VIMMON_RETENTION_EVENT_AGE: retentionAge(
@@ -261,6 +261,14 @@ export const environmentSchema = z.object({
   VIMMON_RETENTION_ALARM_ROWS: retentionRows(
     10_000_000,
     'only the newest this many alarms are kept; 0 or off: no count limit; default 10000000',
+  ),
+  VIMMON_RETENTION_QUARANTINE_AGE: retentionAge(
+    30 * 86_400_000,
+    'alarms the database refused (alarm_quarantine) older than this are removed; 0 or off: kept; default 30d',
+  ),
+  VIMMON_RETENTION_QUARANTINE_ROWS: retentionRows(
+    100_000,
+    'only the newest this many alarm_quarantine rows are kept; 0 or off: no count limit; default 100000',
   ),
   VIMMON_RETENTION_AUDIT_AGE: retentionAge(
     365 * 86_400_000,
@@ -420,7 +428,7 @@ export function openStackVariables(e: Environment): NodeJS.ProcessEnv {
 export interface RetentionSettings {
   intervalMs: number;
   batchSize: number;
-  limits: Record<'vim_event' | 'vim_audit' | 'alarm', { maxAgeMs?: number; maxRows?: number }>;
+  limits: Record<'vim_event' | 'vim_audit' | 'alarm' | 'alarm_quarantine', { maxAgeMs?: number; maxRows?: number }>;
 }
 
 export function retentionSettings(e: Environment): RetentionSettings {
@@ -431,6 +439,7 @@ export function retentionSettings(e: Environment): RetentionSettings {
       vim_event: { maxAgeMs: e.VIMMON_RETENTION_EVENT_AGE, maxRows: e.VIMMON_RETENTION_EVENT_ROWS },
       vim_audit: { maxAgeMs: e.VIMMON_RETENTION_AUDIT_AGE, maxRows: e.VIMMON_RETENTION_AUDIT_ROWS },
       alarm: { maxAgeMs: e.VIMMON_RETENTION_ALARM_AGE, maxRows: e.VIMMON_RETENTION_ALARM_ROWS },
+      alarm_quarantine: { maxAgeMs: e.VIMMON_RETENTION_QUARANTINE_AGE, maxRows: e.VIMMON_RETENTION_QUARANTINE_ROWS },
     },
   };
 }

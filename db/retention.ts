@@ -1,4 +1,4 @@
-// Retention: the oldest rows of vim_event, vim_audit and alarm go once they are
+// Retention: the oldest rows of vim_event, vim_audit, alarm and alarm_quarantine go once they are
 // older than an age or beyond a count, so the tables stay bounded over years.
 //
 // Batch deletes, not native partitions (ARCHITECTURE.md "Retention" says why, BENCHMARKS.md has the figures):
@@ -25,18 +25,19 @@ import type { Logger } from '../common/logger.js';
 import type { RetentionMetrics } from '../common/metrics.js';
 import { sql, typedSql, type Orm } from './connection.js';
 
-export const retentionTables = ['vim_event', 'vim_audit', 'alarm'] as const;
+export const retentionTables = ['vim_event', 'vim_audit', 'alarm', 'alarm_quarantine'] as const;
 export type RetentionTable = (typeof retentionTables)[number];
 
 const columns: Record<RetentionTable, { id: string; time: string }> = {
   vim_event: { id: 'id', time: 'created_at' },
   vim_audit: { id: 'id', time: 'created_at' },
   alarm: { id: 'alarm_id', time: 'stored_at' },
+  alarm_quarantine: { id: 'alarm_id', time: 'quarantined_at' },
 };
 
 // Keys of pg_advisory_lock(int, int): a namespace of ours, then the table.
 const lockNamespace = 0x76696d6d; // 'vimm'
-const lockKey: Record<RetentionTable, number> = { vim_event: 1, vim_audit: 2, alarm: 3 };
+const lockKey: Record<RetentionTable, number> = { vim_event: 1, vim_audit: 2, alarm: 3, alarm_quarantine: 4 };
 
 /** Limits of one table; undefined: that limit is off. */
 export interface RetentionLimits {

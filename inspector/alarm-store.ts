@@ -173,8 +173,11 @@ export function createAlarmStore(orm: Orm, options: AlarmStoreOptions = {}): Ala
             .fn<string | null>('greatest', [
               eb.selectFrom('alarm').select((s) => s.fn.max('alarm_id').as('m')),
               eb.selectFrom('alarm_quarantine').select((s) => s.fn.max('alarm_id').as('m')),
-              // Retention may have removed every alarm: the ids it removed were raised too.
-              eb.selectFrom('retention_mark').select('removed_through as m').where('table_name', '=', 'alarm'),
+              // Retention may have removed every alarm, and every quarantined one: the ids it removed were raised too.
+              eb
+                .selectFrom('retention_mark')
+                .select((s) => s.fn.max('removed_through').as('m'))
+                .where('table_name', 'in', ['alarm', 'alarm_quarantine']),
             ])
             .as('last_id'),
         )

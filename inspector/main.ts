@@ -89,7 +89,7 @@ export interface InspectorOptions {
   /** The process's metrics (the inspector's and the gRPC ones); unset: none recorded. */
   metrics?: Metrics;
   /**
-   * Retention (VIMMON_RETENTION_ALARM_AGE and the others): this role removes old alarms; unset: none removed. Fault profiles
+   * Retention (VIMMON_RETENTION_ALARM_AGE and the others): this role removes old alarms and quarantined ones; unset: none removed. Fault profiles
    * need none: they live in memory only, the newest 1,000 (profiler.ts).
    */
   retention?: RetentionSettings;
@@ -254,7 +254,10 @@ export async function startInspector(options: InspectorOptions): Promise<Running
   const check = () => options.orm.em.fork().getConnection().execute('select 1');
   running.push(runDatabaseHealth({ ...options.databaseHealth, check, health: grpc.health, logger, signal: loops.signal }));
   if (options.retention) {
-    const settings = { ...options.retention, limits: { alarm: options.retention.limits.alarm } };
+    const settings = {
+      ...options.retention,
+      limits: { alarm: options.retention.limits.alarm, alarm_quarantine: options.retention.limits.alarm_quarantine },
+    };
     running.push(runRetention({ ...settings, orm: options.orm, logger, metrics: options.metrics?.retention() }, loops.signal));
   }
   if (options.amqpUrl) {

@@ -21,6 +21,7 @@ import { VimMonitorAction2ConductorDefinition } from '../gen/vimmon/conductor/v1
 import { InspectorServiceDefinition } from '../gen/vimmon/inspector/v1/inspector_service.js';
 import { createTestDatabase } from './support/database.js';
 import { startInspectorHarness } from './support/inspector-harness.js';
+import { createAlarmStore } from '../inspector/alarm-store.js';
 import { testLogger } from './support/logger.js';
 import { startMesh } from './support/mesh.js';
 import { startServer } from '../server/main.js';
@@ -38,6 +39,18 @@ async function insertAlarms(orm: Orm, count: number, ageDays: number): Promise<n
     orm,
     `insert into alarm (type, severity, host, detected_at, raised_at, stored_at)
      select 'HOST_DOWN', 'critical', 'host-' || g, now(), now(), now() - make_interval(days => ?) from generate_series(1, ?) g
+     returning alarm_id::text as id`,
+    [ageDays, count],
+  );
+  return rows.map((r) => Number(r.id)).sort((a, b) => a - b);
+}
+
+/** `count` alarms the database refused, quarantined `ageDays` ago, with ids drawn from alarm's sequence; their ids. */
+async function insertQuarantined(orm: Orm, count: number, ageDays: number): Promise<number[]> {
+  const rows = await query<{ id: string }>(
+    orm,
+    `insert into alarm_quarantine (alarm_id, payload, error, quarantined_at)
+     select nextval(pg_get_serial_sequence('alarm', 'alarm_id')), '{}', 'refused', now() - make_interval(days => ?) from generate_series(1, ?)
      returning alarm_id::text as id`,
     [ageDays, count],
   );
@@ -70,7 +83,7 @@ async function insertEvents(orm: Orm, vimId: string, count: number, ageDays = 0)
 }
 
 async function ids(orm: Orm, table: RetentionTable): Promise<number[]> {
-  const column = table === 'alarm' ? 'alarm_id' : 'id';
+  const column = table === 'alarm' || table === 'alarm_quarantine' ? 'alarm_id' : 'id';
   const rows = await query<{ n: string }>(orm, `select ${column}::text as n from ${table} order by ${column}`);
   return rows.map((r) => Number(r.n));
 }
@@ -136,6 +149,29 @@ test('beyond the count only the newest maxRows stay, for every table; a table wi
   const more = await runRetentionPass({ orm, limits: { vim_audit: { maxRows: 10, maxAgeMs: 30 * day } } });
   t.is(more[0]!.deleted, 20);
   t.deepEqual(await ids(orm, 'vim_audit'), audits.slice(20));
+});
+
+test('quarantined alarms go by age and by count; an id removed from the quarantine is never counted down from', async (t) => {
+  const { orm } = await createTestDatabase(t);
+  const stored = await insertAlarms(orm, 5, 0);
+  const old = await insertQuarantined(orm, 40, 40);
+  const fresh = await insertQuarantined(orm, 30, 0);
+  const [byAge] = await runRetentionPass({ orm, limits: { alarm_quarantine: { maxAgeMs: 30 * day } }, batchSize: 16 });
+  t.is(byAge!.deleted, old.length);
+  t.deepEqual(await ids(orm, 'alarm_quarantine'), fresh);
+  const [byCount] = await runRetentionPass({ orm, limits: { alarm_quarantine: { maxRows: 10 } }, batchSize: 16 });
+  t.is(byCount!.deleted, 20);
+  t.deepEqual(await ids(orm, 'alarm_quarantine'), fresh.slice(20));
+  t.deepEqual(await ids(orm, 'alarm'), stored, 'stored alarms are left alone');
+
+  // The newest alarm raised was quarantined, and retention removed it with every stored alarm:
+  // the next inspector must still start above it, or a subscriber's resume point would be reused.
+  const last = await insertQuarantined(orm, 1, 40);
+  await query(orm, `update alarm set stored_at = now() - interval '40 days'`);
+  await runRetentionPass({ orm, limits: { alarm: { maxAgeMs: 30 * day }, alarm_quarantine: { maxRows: 0, maxAgeMs: 30 * day } } });
+  t.deepEqual(await ids(orm, 'alarm'), []);
+  t.deepEqual(await ids(orm, 'alarm_quarantine'), []);
+  t.is(await createAlarmStore(orm).lastAlarmId(), last[0]!, 'the highest id ever raised');
 });
 
 test('only a prefix of ids goes: an old row after a newer one waits until the newer one goes', async (t) => {
@@ -275,7 +311,14 @@ test('the Tacker server removes old VIM events and audit rows, the inspector old
   );
   const old = await insertAlarms(db.orm, 30, 40);
   const kept = await insertAlarms(db.orm, 5, 0);
-  const limits = { vim_event: { maxAgeMs: 30 * day }, vim_audit: { maxAgeMs: 30 * day }, alarm: { maxAgeMs: 30 * day } };
+  const oldQuarantined = await insertQuarantined(db.orm, 12, 40);
+  const keptQuarantined = await insertQuarantined(db.orm, 3, 0);
+  const limits = {
+    vim_event: { maxAgeMs: 30 * day },
+    vim_audit: { maxAgeMs: 30 * day },
+    alarm: { maxAgeMs: 30 * day },
+    alarm_quarantine: { maxAgeMs: 30 * day },
+  };
   const retention = { intervalMs: 100, batchSize: 7, limits };
   const server = await startServer({
     logger: testLogger(),
@@ -297,11 +340,18 @@ test('the Tacker server removes old VIM events and audit rows, the inspector old
   t.deepEqual(await ids(db.orm, 'vim_event'), fresh);
   t.deepEqual(await ids(db.orm, 'vim_audit'), []);
   t.is(await mark(db.orm, 'vim_event'), events.at(-1)!);
-  // Alarms are the inspector's.
+  // Alarms, stored and quarantined, are the inspector's.
   t.is((await ids(db.orm, 'alarm')).length, old.length + kept.length);
+  t.is((await ids(db.orm, 'alarm_quarantine')).length, oldQuarantined.length + keptQuarantined.length);
   await startInspectorHarness(t, undefined, { db, retention });
-  await eventually(async () => (await ids(db.orm, 'alarm')).length === kept.length, 20_000, 'the old alarms to go');
+  await eventually(
+    async () =>
+      (await ids(db.orm, 'alarm')).length === kept.length && (await ids(db.orm, 'alarm_quarantine')).length === keptQuarantined.length,
+    20_000,
+    'the old alarms and quarantined alarms to go',
+  );
   t.deepEqual(await ids(db.orm, 'alarm'), kept);
+  t.deepEqual(await ids(db.orm, 'alarm_quarantine'), keptQuarantined);
 });
 
 test('VIMMON_RETENTION_*: days, off and 0, and a bad value named', (t) => {
@@ -316,6 +366,9 @@ test('VIMMON_RETENTION_*: days, off and 0, and a bad value named', (t) => {
   t.is(s.intervalMs, 5 * 60_000);
   const defaults = retentionSettings(parseEnvironment({}));
   t.is(defaults.limits.alarm.maxAgeMs, 30 * day);
+  t.is(defaults.limits.alarm_quarantine.maxAgeMs, 30 * day);
+  t.is(defaults.limits.alarm_quarantine.maxRows, 100_000);
+  t.is(retentionSettings(parseEnvironment({ VIMMON_RETENTION_QUARANTINE_ROWS: '500' })).limits.alarm_quarantine.maxRows, 500);
   t.throws(() => parseEnvironment({ VIMMON_RETENTION_AUDIT_AGE: 'forever' }), { message: /^VIMMON_RETENTION_AUDIT_AGE: expected an age/ });
   t.throws(() => parseEnvironment({ VIMMON_RETENTION_EVENT_ROWS: '-3' }), {
     message: /^VIMMON_RETENTION_EVENT_ROWS: expected a whole number/,
