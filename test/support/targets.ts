@@ -1,6 +1,7 @@
 // Real endpoints for probes: a TCP listener that can be closed and reopened on
 // the same port (a VIM going down and coming back), and an HTTP server.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
 export interface TcpTarget {
@@ -11,6 +12,22 @@ export interface TcpTarget {
   reopen(): Promise<void>;
 }
 
+/** The lowest port the kernel hands out to bind(0) and connect() (Linux; 32768 when unknown). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 2_000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/**
+ * A TCP target that is closed and reopened listens below the ephemeral range: while it is
+ * closed, a port of that range may be handed to any other listener or outgoing connection
+ * on the machine (other test files run beside this one), and a probe would find that one
+ * and call the closed VIM reachable.
+ */
 export async function openTcpTarget(host = '127.0.0.1'): Promise<TcpTarget> {
   let server: Server | undefined;
   const sockets = new Set<Socket>();
@@ -28,7 +45,17 @@ export async function openTcpTarget(host = '127.0.0.1'): Promise<TcpTarget> {
         resolve((s.address() as { port: number }).port);
       });
     });
-  const port = await listen(0);
+  const low = Math.max(1_024, ephemeralLow() - 12_000);
+  const high = ephemeralLow() - 1;
+  let port = 0;
+  for (let tries = 0; port === 0; tries++) {
+    const candidate = low + Math.floor(Math.random() * (high - low + 1));
+    try {
+      port = await listen(candidate);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || tries >= 100) throw err;
+    }
+  }
   const target: TcpTarget = {
     port,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/v3`,
