@@ -138,6 +138,7 @@ export async function runRoles(arg: 'all' | RoleName): Promise<void> {
             orm: db!.orm,
             address: config.conductorAddr,
             maxReportsPerStatement: config.conductorReportsPerStatement,
+            maxQueuedReports: config.conductorQueuedReports,
             tls: security.tlsFor('conductor'),
             auth,
             metrics,

@@ -25,6 +25,7 @@ export interface Config {
   reconcileIntervalMs: number;
   /** Reports a conductor stores in one statement under load; 1 turns grouping off. */
   conductorReportsPerStatement: number;
+  conductorQueuedReports: number;
   /** PEM files; none set: plaintext gRPC. */
   tls: TlsFiles;
   /** Addresses no probe may reach (VIMMON_PROBE_DENY, default link-local 169.254.0.0/16; "none": empty). */
@@ -48,6 +49,7 @@ export function configFrom(e: Environment): Config {
     conductorTarget: e.VIMMON_CONDUCTOR_TARGET ?? e.VIMMON_CONDUCTOR_ADDR,
     reconcileIntervalMs: e.VIMMON_RECONCILE_INTERVAL,
     conductorReportsPerStatement: e.VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT,
+    conductorQueuedReports: e.VIMMON_CONDUCTOR_QUEUED_REPORTS,
     tls: { certFile: e.VIMMON_TLS_CERT, keyFile: e.VIMMON_TLS_KEY, caFile: e.VIMMON_TLS_CA },
     probeDeny: e.VIMMON_PROBE_DENY,
     logLevel: e.VIMMON_LOG_LEVEL,

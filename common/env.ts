@@ -245,6 +245,12 @@ export const environmentSchema = z.object({
     1_000,
     'reports a conductor stores with one statement under load; 1 turns grouping off',
   ),
+  VIMMON_CONDUCTOR_QUEUED_REPORTS: wholeNumber(
+    2_048,
+    1,
+    100_000,
+    'reports a conductor holds waiting for a statement; one more is answered RESOURCE_EXHAUSTED at once, and executors retry with backoff',
+  ),
   // Retention (db/retention.ts): the Tacker servers remove old vim_event and vim_audit rows, the
   // inspectors old alarms and quarantined ones, in small batches, one pass at a time over all of them.
   VIMMON_RETENTION_INTERVAL: duration(5 * 60_000, 'how often a retention pass runs in each Tacker server and inspector'),

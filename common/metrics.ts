@@ -245,7 +245,7 @@ export interface ServerMetrics {
   read(sources: ServerSources): () => void;
 }
 
-export type ReportOutcomeLabel = 'accepted' | 'fenced' | 'rejected';
+export type ReportOutcomeLabel = 'accepted' | 'fenced' | 'rejected' | 'busy';
 
 export interface ConductorMetrics {
   readonly reports: Record<ReportOutcomeLabel, CounterSeries>;
@@ -499,7 +499,7 @@ function defineConductorMetrics(registry: Registry): ConductorMetrics {
   const reports = new CounterFamily(
     registry,
     'vimmon_conductor_reports_total',
-    'UpdateVim reports by outcome: accepted (stored, or a heartbeat), fenced (answered BAD_ACTION: not the VIM action), rejected (answered an error status).',
+    'UpdateVim reports by outcome: accepted (stored, or a heartbeat), fenced (answered BAD_ACTION: not the VIM action), rejected (answered an error status), busy (answered RESOURCE_EXHAUSTED: the conductor queue was full).',
     ['outcome'],
   );
   const perStatement = new HistogramFamily(
@@ -514,6 +514,7 @@ function defineConductorMetrics(registry: Registry): ConductorMetrics {
       accepted: reports.of({ outcome: 'accepted' }),
       fenced: reports.of({ outcome: 'fenced' }),
       rejected: reports.of({ outcome: 'rejected' }),
+      busy: reports.of({ outcome: 'busy' }),
     },
     reportsPerStatement: perStatement.of({}),
   };

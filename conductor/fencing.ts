@@ -59,15 +59,18 @@ import type { Pool } from 'pg';
 import type { StoredReason, StoredStatus } from '../db/entities.js';
 import type { Orm } from '../db/connection.js';
 import { vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
-import { AbortedError, UnavailableError, isDatabaseUnavailable } from '../common/errors.js';
+import { AbortedError, ResourceExhaustedError, UnavailableError, isDatabaseUnavailable } from '../common/errors.js';
 import type { HistogramSeries } from '../common/metrics.js';
 import type { Report } from './report.js';
 
 export type ReportOutcome = { accepted: true; status: StoredStatus; reason: StoredReason; changed: boolean } | { accepted: false };
 
 export interface FencedStatusWriter {
-  /** Stores the report if report.actionId is the VIM's current action. */
-  record(report: Report): Promise<ReportOutcome>;
+  /**
+   * Stores the report if report.actionId is the VIM's current action. A report whose signal
+   * has aborted (its caller gave up: deadline or cancel) before its statement is dropped unwritten.
+   */
+  record(report: Report, signal?: AbortSignal): Promise<ReportOutcome>;
 }
 
 export interface FencedStatusWriterOptions {
@@ -82,6 +85,11 @@ export interface FencedStatusWriterOptions {
    * grouped behind it. Default 2000.
    */
   lockTimeoutMs?: number;
+  /**
+   * Reports waiting for a statement at most; one more is refused at once with
+   * RESOURCE_EXHAUSTED, which executors retry with backoff. Default 2048.
+   */
+  maxQueuedReports?: number;
   /** Observes how many reports each statement carried. */
   reportsPerStatement?: HistogramSeries;
 }
@@ -187,6 +195,7 @@ interface ReportRow {
 
 interface Pending {
   report: Report;
+  signal: AbortSignal | undefined;
   resolve(outcome: ReportOutcome): void;
   reject(err: unknown): void;
 }
@@ -195,6 +204,12 @@ export function createFencedStatusWriter(orm: Orm, options: FencedStatusWriterOp
   const maxInFlight = options.maxStatementsInFlight ?? 2;
   const maxBatch = options.maxReportsPerStatement ?? 256;
   const lockTimeout = `${Math.max(1, Math.round(options.lockTimeoutMs ?? 2_000))}ms`;
+  // Bounded, so that a conductor behind on its statements answers at once instead of holding
+  // calls past the executors' deadline: they gave up and sent again, the queue grew with reports
+  // nobody waited for, and a conductor holding tens of thousands of open calls was seen to die
+  // (BENCHMARKS.md, scale). A report is of bounded size (ids are UUIDs, status and reason are
+  // enums: conductor/report.ts), so a bound in reports is one in bytes.
+  const maxQueued = options.maxQueuedReports ?? 2_048;
   // The ORM's own pg pool (MikroORM 7 exposes it as the connection's native
   // client): one pool per process, sized by whoever opened the database. Its
   // `execute()` path inlines parameters into the SQL text and goes through
@@ -204,20 +219,27 @@ export function createFencedStatusWriter(orm: Orm, options: FencedStatusWriterOp
   const queue: Pending[] = [];
   let inFlight = 0;
 
+  // One pass over the queue, not a splice per report taken: under overload the queue is
+  // long, and removing reports one by one made each batch cost queue length × batch size.
   const takeBatch = (): Pending[] => {
     const batch: Pending[] = [];
     const vims = new Set<string>();
-    for (let i = 0; i < queue.length && batch.length < maxBatch; ) {
-      const item = queue[i];
-      // One report per VIM per statement: a later one waits for the next.
-      if (vims.has(item.report.vimId)) {
-        i++;
+    const rest: Pending[] = [];
+    for (const item of queue) {
+      if (item.signal?.aborted) {
+        // Its caller gave up and will report again: writing it would be work for nobody.
+        item.reject(new AbortedError('the report was given up before its turn'));
         continue;
       }
-      vims.add(item.report.vimId);
-      batch.push(item);
-      queue.splice(i, 1);
+      // One report per VIM per statement: a later one waits for the next.
+      if (batch.length >= maxBatch || vims.has(item.report.vimId)) rest.push(item);
+      else {
+        vims.add(item.report.vimId);
+        batch.push(item);
+      }
     }
+    queue.length = 0;
+    queue.push(...rest);
     return batch;
   };
 
@@ -254,6 +276,7 @@ export function createFencedStatusWriter(orm: Orm, options: FencedStatusWriterOp
   const pump = () => {
     while (inFlight < maxInFlight && queue.length > 0) {
       const batch = takeBatch();
+      if (batch.length === 0) return; // every waiting report was given up
       inFlight++;
       void execute(batch).finally(() => {
         inFlight--;
@@ -263,9 +286,13 @@ export function createFencedStatusWriter(orm: Orm, options: FencedStatusWriterOp
   };
 
   return {
-    record(report) {
+    record(report, signal) {
+      if (queue.length >= maxQueued)
+        return Promise.reject(
+          new ResourceExhaustedError(`conductor busy: ${queue.length} reports wait for the database; report again after a backoff`),
+        );
       return new Promise<ReportOutcome>((resolve, reject) => {
-        queue.push({ report, resolve, reject });
+        queue.push({ report, signal, resolve, reject });
         pump();
       });
     },

@@ -26,6 +26,8 @@ export interface ConductorOptions {
   maxStatementsInFlight?: number;
   /** Reports stored by one statement (default 256); 1 stores every report with a statement of its own. */
   maxReportsPerStatement?: number;
+  /** Reports waiting for a statement at most (default 2048); beyond, RESOURCE_EXHAUSTED at once. */
+  maxQueuedReports?: number;
   tls?: Tls;
   /** Who may report; unset: development mode. */
   auth?: Auth;
@@ -43,6 +45,7 @@ export async function startConductor(options: ConductorOptions): Promise<Running
     writer: createFencedStatusWriter(options.orm, {
       maxStatementsInFlight: options.maxStatementsInFlight,
       maxReportsPerStatement: options.maxReportsPerStatement,
+      maxQueuedReports: options.maxQueuedReports,
       reportsPerStatement: metrics?.reportsPerStatement,
     }),
     metrics,

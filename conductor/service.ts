@@ -2,6 +2,7 @@
 // fence, answer the stored status or BAD_ACTION. No state of its own.
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import type { VimMonitorAction2ConductorServiceImplementation } from '../gen/vimmon/conductor/v1/conductor.js';
+import { ResourceExhaustedError } from '../common/errors.js';
 import { callLogger, type Logger } from '../common/logger.js';
 import type { ConductorMetrics } from '../common/metrics.js';
 import type { FencedStatusWriter, ReportOutcome } from './fencing.js';
@@ -26,9 +27,11 @@ export function createConductorService({
       let report: Report;
       try {
         report = parseReport(request);
-        outcome = await writer.record(report);
+        outcome = await writer.record(report, context.signal);
       } catch (err) {
-        metrics?.reports.rejected.inc();
+        // Shed by a full queue: the executor reports again after a backoff.
+        if (err instanceof ResourceExhaustedError) metrics?.reports.busy.inc();
+        else metrics?.reports.rejected.inc();
         throw err;
       }
       if (!outcome.accepted) {

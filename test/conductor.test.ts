@@ -370,6 +370,111 @@ test('a VIM row held by another transaction delays only its own statement, then 
   });
 });
 
+/** A transaction holding one VIM's row, so that a conductor's statement for it waits. */
+async function holdRow(t: ExecutionContext, url: string, vimId: string): Promise<() => Promise<void>> {
+  const holder = new pg.Client({ connectionString: url });
+  await holder.connect();
+  t.teardown(() => holder.end());
+  await holder.query('begin');
+  await holder.query(`select 1 from vim where id = $1 for update`, [vimId]);
+  return async () => {
+    await holder.query('rollback');
+  };
+}
+
+test('a conductor behind on its statements answers RESOURCE_EXHAUSTED at once beyond its queue bound; what it queued is stored', async (t) => {
+  const db = await createTestDatabase(t);
+  const sql = new pg.Client({ connectionString: db.url });
+  await sql.connect();
+  t.teardown(() => sql.end());
+  // One statement of one report at a time, two reports waiting at most.
+  const conductor = await startConductor({
+    logger,
+    orm: db.orm,
+    address: '127.0.0.1:0',
+    maxStatementsInFlight: 1,
+    maxReportsPerStatement: 1,
+    maxQueuedReports: 2,
+  });
+  t.teardown(() => conductor.stop());
+  const channel = createChannel(conductor.address);
+  t.teardown(() => channel.close());
+  const client = createClient(VimMonitorAction2ConductorDefinition, channel);
+  const held = await insertVim(sql, { status: 'REACHABLE' });
+  const queued = [await insertVim(sql, { status: 'REACHABLE' }), await insertVim(sql, { status: 'REACHABLE' })];
+  const refused = await insertVim(sql, { status: 'REACHABLE' });
+  const release = await holdRow(t, db.url, held.id);
+
+  const report = (v: { id: string; actionId: string }) =>
+    client.updateVim({ vimId: v.id, actionId: v.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE });
+  // The statement for the held row waits on its lock (up to the conductor's 2 s lock timeout).
+  const blocked = report(held).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  const waiting = queued.map((v) => report(v));
+  await new Promise((r) => setTimeout(r, 100));
+  const err = await t.throwsAsync(report(refused), { instanceOf: ClientError });
+  t.is(err?.code, Status.RESOURCE_EXHAUSTED, err?.details);
+  t.regex(err?.details ?? '', /busy/);
+  await release();
+  for (const answer of await Promise.all(waiting)) t.is(answer.status, VimStatus.VIM_STATUS_UNREACHABLE);
+  await blocked;
+  for (const v of queued) t.is((await vimRow(sql, v.id)).status, 'UNREACHABLE');
+  t.is((await vimRow(sql, refused.id)).last_report_at, null, 'the refused report wrote nothing');
+  t.is((await events(sql, refused.id)).length, 0);
+});
+
+test('a report whose caller gave up before its statement is dropped unwritten', async (t) => {
+  const db = await createTestDatabase(t);
+  const sql = new pg.Client({ connectionString: db.url });
+  await sql.connect();
+  t.teardown(() => sql.end());
+  const conductor = await startConductor({
+    logger,
+    orm: db.orm,
+    address: '127.0.0.1:0',
+    maxStatementsInFlight: 1,
+    maxReportsPerStatement: 1,
+  });
+  t.teardown(() => conductor.stop());
+  const channel = createChannel(conductor.address);
+  t.teardown(() => channel.close());
+  const client = createClient(VimMonitorAction2ConductorDefinition, channel);
+  const held = await insertVim(sql, { status: 'REACHABLE' });
+  const given = await insertVim(sql, { status: 'REACHABLE' });
+  const kept = await insertVim(sql, { status: 'REACHABLE' });
+  const release = await holdRow(t, db.url, held.id);
+
+  const report = (v: { id: string; actionId: string }, signal?: AbortSignal) =>
+    client.updateVim({ vimId: v.id, actionId: v.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE }, { signal });
+  const blocked = report(held).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  const giveUp = new AbortController();
+  const abandoned = report(given, giveUp.signal).then(
+    () => 'answered',
+    () => 'gave up',
+  );
+  const waiting = report(kept);
+  await new Promise((r) => setTimeout(r, 100));
+  giveUp.abort(); // as an executor's deadline does
+  t.is(await abandoned, 'gave up');
+  // Time for the cancel to reach the conductor before its turn comes.
+  await new Promise((r) => setTimeout(r, 200));
+  await release();
+  t.is((await waiting).status, VimStatus.VIM_STATUS_UNREACHABLE);
+  await blocked;
+  t.is((await vimRow(sql, kept.id)).status, 'UNREACHABLE');
+  const row = await vimRow(sql, given.id);
+  t.is(row.status, 'REACHABLE', 'the given-up report was not written');
+  t.is(row.last_report_at, null);
+  t.is((await events(sql, given.id)).length, 0);
+});
+
 test('bad input gets INVALID_ARGUMENT naming the field, before the database is asked', async (t) => {
   const { sql, client } = await startHarness(t);
   const vim = await insertVim(sql);

@@ -17,6 +17,7 @@ test('defaults: the documented addresses and an embedded database', (t) => {
     conductorTarget: '127.0.0.1:50052',
     reconcileIntervalMs: 2_000,
     conductorReportsPerStatement: 256,
+    conductorQueuedReports: 2_048,
   });
   t.deepEqual(c.executors, ['127.0.0.1:50053']);
 });
@@ -28,12 +29,14 @@ test('the environment overrides, lists included', (t) => {
     VIMMON_CONDUCTOR_TARGET: '10.0.0.11:50052,10.0.0.12:50052',
     VIMMON_RECONCILE_INTERVAL: '500ms',
     VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT: '1',
+    VIMMON_CONDUCTOR_QUEUED_REPORTS: '64',
     DATABASE_URL: 'postgres://db/vimmon',
   });
   t.deepEqual(c.executors, ['10.0.0.1:50053', '[fd00::2]:50053']);
   t.is(c.conductorTarget, '10.0.0.11:50052,10.0.0.12:50052');
   t.is(c.reconcileIntervalMs, 500);
   t.is(c.conductorReportsPerStatement, 1);
+  t.is(c.conductorQueuedReports, 64);
   t.is(c.databaseUrl, 'postgres://db/vimmon');
 });
 
@@ -43,6 +46,7 @@ test('a bad value stops the start with the variable named', (t) => {
     [{ VIMMON_EXECUTORS: '10.0.0.1' }, /^VIMMON_EXECUTORS: "10.0.0.1" is not host:port/],
     [{ VIMMON_RECONCILE_INTERVAL: '10' }, /^VIMMON_RECONCILE_INTERVAL: expected a duration/],
     [{ VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT: '0' }, /^VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT: expected a whole number from 1 to 1000/],
+    [{ VIMMON_CONDUCTOR_QUEUED_REPORTS: '0' }, /^VIMMON_CONDUCTOR_QUEUED_REPORTS: expected a whole number from 1 to 100000/],
     [{ VIMMON_LOG_LEVEL: 'loud' }, /^VIMMON_LOG_LEVEL: expected one of/],
     // Names every object has are not levels.
     [{ VIMMON_LOG_LEVEL: 'constructor' }, /^VIMMON_LOG_LEVEL: expected one of/],
