@@ -288,6 +288,8 @@ async function steadyWindow(mesh: Mesh, sql: pg.Client, database: string) {
       accepted: round1((accepted * 1_000) / windowMs),
       fenced: round1((reports('fenced') * 1_000) / windowMs),
       rejected: round1((reports('rejected') * 1_000) / windowMs),
+      /** Answered RESOURCE_EXHAUSTED by a conductor whose queue was full (sent again after a backoff). */
+      busy: round1((reports('busy') * 1_000) / windowMs),
       /** What the policy asks for: one heartbeat per VIM per report_interval. */
       expected: round1(sumOf(after.executors, 'vimmon_executor_actions') / (reportIntervalMs / 1_000)),
     },

@@ -179,3 +179,55 @@ test('ListActions: a token past the last action gives an empty last page; stoppe
   t.deepEqual(past, { actions: [], nextPageToken: '', instanceId: past.instanceId });
   t.not(past.instanceId, '', 'every page names the executor process');
 });
+
+test("the servers' listing gives each page the deadline: a large executor on a slow machine is listed whole, a page that hangs is cut", async (t) => {
+  const logger = testLogger();
+  const instanceId = randomUUID();
+  const pages = 4;
+  const pageDelayMs = 500;
+  let hang = false;
+  // ListActions that takes pageDelayMs for each page of one action: the whole listing takes
+  // pages × pageDelayMs, longer than the deadline below, and each page a third of it.
+  const server = createGrpcServer({
+    logger,
+    shutdownGraceMs: 100,
+    services: [
+      serviceEntry(ExecutorServiceDefinition, {
+        async startAction() {
+          throw new Error('not used');
+        },
+        async stopAction() {
+          return { stopped: false };
+        },
+        async listActions(r, context) {
+          const page = r.pageToken === '' ? 0 : Number(Buffer.from(r.pageToken, 'base64url').toString());
+          await new Promise((resolve) => setTimeout(resolve, hang && page === 2 ? 60_000 : pageDelayMs)).catch(() => {});
+          if (context.signal.aborted) throw new Error('cancelled');
+          return {
+            actions: [{ actionId: `00000000-0000-4000-8000-00000000000${page}`, vimId: randomUUID() }],
+            nextPageToken: page + 1 < pages ? Buffer.from(String(page + 1)).toString('base64url') : '',
+            instanceId,
+          };
+        },
+        async *watchActions() {},
+      }),
+    ],
+  });
+  const port = await server.listen('127.0.0.1:0');
+  t.teardown(() => server.shutdown());
+  const pool = createExecutorPool({ executors: [`127.0.0.1:${port}`], logger });
+  t.teardown(() => pool.close());
+
+  const deadlineMs = 1_500;
+  const started = performance.now();
+  const running = await pool.runningActions(`127.0.0.1:${port}`, deadlineMs);
+  const tookMs = performance.now() - started;
+  t.is(running.actions.size, pages);
+  t.is(running.instanceId, instanceId);
+  t.true(tookMs > deadlineMs, `the whole listing (${Math.round(tookMs)} ms) was longer than one deadline`);
+
+  hang = true;
+  const hungAt = performance.now();
+  await t.throwsAsync(pool.runningActions(`127.0.0.1:${port}`, deadlineMs));
+  t.true(performance.now() - hungAt < 30_000, 'a hung page is cut at its deadline, not waited for');
+});
