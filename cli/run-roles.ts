@@ -153,6 +153,7 @@ export async function runRoles(arg: 'all' | RoleName): Promise<void> {
           auth,
           serviceToken: security.serviceTokenFor('executor'),
           probeDeny: config.probeDeny,
+          reportsInFlight: env.VIMMON_EXECUTOR_REPORTS_IN_FLIGHT,
           metrics,
         });
         // Alone, an executor drains on SIGTERM (its VIMs move to the live ones first; a second

@@ -239,6 +239,12 @@ export const environmentSchema = z.object({
     20_000,
     'on SIGTERM `vimmon executor` says NOT_SERVING and waits at most this long for the servers to move its VIMs',
   ),
+  VIMMON_EXECUTOR_REPORTS_IN_FLIGHT: wholeNumber(
+    128,
+    1,
+    10_000,
+    'UpdateVim calls one `vimmon executor` has out at once; the other reports wait in the executor, status changes first',
+  ),
   VIMMON_CONDUCTOR_REPORTS_PER_STATEMENT: wholeNumber(
     256,
     1,

@@ -263,7 +263,7 @@ export class MonitorAction {
     this.counters.reports++;
     let outcome: ReportOutcome;
     try {
-      outcome = await this.deps.reporter({ vimId: this.spec.vimId, actionId: this.spec.actionId, status, reason }, signal);
+      outcome = await this.deps.reporter({ vimId: this.spec.vimId, actionId: this.spec.actionId, status, reason, heartbeat }, signal);
     } catch (err) {
       outcome = { kind: 'unavailable', error: (err as Error)?.message ?? String(err) };
     }

@@ -19,7 +19,7 @@ import type { ActionCounters } from './action.js';
 import { ActionEventHub } from './action-events.js';
 import { createProbes, timedProbes } from './probe.js';
 import { ActionRegistry } from './registry.js';
-import { createConductorReporter } from './report.js';
+import { createConductorReporter, limitReportsInFlight } from './report.js';
 import { createExecutorService } from './service.js';
 
 export interface ExecutorOptions {
@@ -32,6 +32,8 @@ export interface ExecutorOptions {
   reportTimeoutMs?: number;
   /** Retry delays while no conductor answers. Default 250 ms doubling up to 10 s, jittered. */
   reportBackoff?: BackoffOptions;
+  /** UpdateVim calls this executor has out at once at most (default 128); other reports wait, news first. */
+  reportsInFlight?: number;
   /** Events a WatchActions stream may fall behind before it gets RESOURCE_EXHAUSTED. Default 4096. */
   watchQueueLimit?: number;
   /** TLS for ExecutorService and for the reports to conductors. */
@@ -64,10 +66,13 @@ export interface RunningExecutor extends RunningRole {
 export async function startExecutor(options: ExecutorOptions): Promise<RunningExecutor> {
   const logger = options.logger.child({ role: 'executor' });
   const channel = createRoundRobinChannel(options.conductorTarget, options.tls);
-  const reporter = createConductorReporter({
-    client: createClient(VimMonitorAction2ConductorDefinition, channel, { '*': { metadata: bearerMetadata(options.serviceToken) } }),
-    timeoutMs: options.reportTimeoutMs ?? 5_000,
-  });
+  const reporter = limitReportsInFlight(
+    createConductorReporter({
+      client: createClient(VimMonitorAction2ConductorDefinition, channel, { '*': { metadata: bearerMetadata(options.serviceToken) } }),
+      timeoutMs: options.reportTimeoutMs ?? 5_000,
+    }),
+    options.reportsInFlight ?? 128,
+  );
   const root = new AbortController();
   const events = new ActionEventHub();
   const registry = new ActionRegistry({
