@@ -11,7 +11,7 @@ import { createLogger } from '../common/logger.js';
 import type { RunningRole } from '../common/role.js';
 import { parseVimStatusNotification, vimStatusChannel, type VimStatusNotification } from '../db/notifications.js';
 import type { Orm } from '../db/connection.js';
-import { startConductor } from '../conductor/main.js';
+import { startConductor, type ConductorOptions } from '../conductor/main.js';
 import { createFencedStatusWriter, type ReportOutcome } from '../conductor/fencing.js';
 import { UnavailableError } from '../common/errors.js';
 import { createTestDatabase, unreachableDatabase, type TestDatabase } from './support/database.js';
@@ -27,12 +27,16 @@ interface Harness {
   client: VimMonitorAction2ConductorClient;
 }
 
-async function startHarness(t: ExecutionContext, orm?: Orm): Promise<Harness> {
+async function startHarness(
+  t: ExecutionContext,
+  orm?: Orm,
+  options: Pick<ConductorOptions, 'maxStatementsInFlight' | 'maxReportsPerStatement' | 'maxQueuedReports'> = {},
+): Promise<Harness> {
   const db = await createTestDatabase(t);
   const sql = new pg.Client({ connectionString: db.url });
   await sql.connect();
   t.teardown(() => sql.end());
-  const conductor = await startConductor({ logger, orm: orm ?? db.orm, address: '127.0.0.1:0' });
+  const conductor = await startConductor({ logger, orm: orm ?? db.orm, address: '127.0.0.1:0', ...options });
   t.teardown(() => conductor.stop());
   const channel = createChannel(conductor.address);
   t.teardown(() => channel.close());
@@ -370,83 +374,20 @@ test('a VIM row held by another transaction delays only its own statement, then 
   });
 });
 
-/** A transaction holding one VIM's row, so that a conductor's statement for it waits. */
-async function holdRow(t: ExecutionContext, url: string, vimId: string): Promise<() => Promise<void>> {
-  const holder = new pg.Client({ connectionString: url });
+/**
+ * A conductor storing one report per statement, one statement at a time, whose statement is stuck
+ * on a VIM row another transaction holds (until release(); the conductor's lock timeout is 2 s):
+ * the reports sent meanwhile wait in its queue.
+ */
+async function stalledConductor(t: ExecutionContext, maxQueuedReports?: number) {
+  const { db, sql, client } = await startHarness(t, undefined, { maxStatementsInFlight: 1, maxReportsPerStatement: 1, maxQueuedReports });
+  const vim = () => insertVim(sql, { status: 'REACHABLE' });
+  const held = await vim();
+  const holder = new pg.Client({ connectionString: db.url });
   await holder.connect();
   t.teardown(() => holder.end());
   await holder.query('begin');
-  await holder.query(`select 1 from vim where id = $1 for update`, [vimId]);
-  return async () => {
-    await holder.query('rollback');
-  };
-}
-
-test('a conductor behind on its statements answers RESOURCE_EXHAUSTED at once beyond its queue bound; what it queued is stored', async (t) => {
-  const db = await createTestDatabase(t);
-  const sql = new pg.Client({ connectionString: db.url });
-  await sql.connect();
-  t.teardown(() => sql.end());
-  // One statement of one report at a time, two reports waiting at most.
-  const conductor = await startConductor({
-    logger,
-    orm: db.orm,
-    address: '127.0.0.1:0',
-    maxStatementsInFlight: 1,
-    maxReportsPerStatement: 1,
-    maxQueuedReports: 2,
-  });
-  t.teardown(() => conductor.stop());
-  const channel = createChannel(conductor.address);
-  t.teardown(() => channel.close());
-  const client = createClient(VimMonitorAction2ConductorDefinition, channel);
-  const held = await insertVim(sql, { status: 'REACHABLE' });
-  const queued = [await insertVim(sql, { status: 'REACHABLE' }), await insertVim(sql, { status: 'REACHABLE' })];
-  const refused = await insertVim(sql, { status: 'REACHABLE' });
-  const release = await holdRow(t, db.url, held.id);
-
-  const report = (v: { id: string; actionId: string }) =>
-    client.updateVim({ vimId: v.id, actionId: v.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE });
-  // The statement for the held row waits on its lock (up to the conductor's 2 s lock timeout).
-  const blocked = report(held).then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  await new Promise((r) => setTimeout(r, 200));
-  const waiting = queued.map((v) => report(v));
-  await new Promise((r) => setTimeout(r, 100));
-  const err = await t.throwsAsync(report(refused), { instanceOf: ClientError });
-  t.is(err?.code, Status.RESOURCE_EXHAUSTED, err?.details);
-  t.regex(err?.details ?? '', /busy/);
-  await release();
-  for (const answer of await Promise.all(waiting)) t.is(answer.status, VimStatus.VIM_STATUS_UNREACHABLE);
-  await blocked;
-  for (const v of queued) t.is((await vimRow(sql, v.id)).status, 'UNREACHABLE');
-  t.is((await vimRow(sql, refused.id)).last_report_at, null, 'the refused report wrote nothing');
-  t.is((await events(sql, refused.id)).length, 0);
-});
-
-test('a report whose caller gave up before its statement is dropped unwritten', async (t) => {
-  const db = await createTestDatabase(t);
-  const sql = new pg.Client({ connectionString: db.url });
-  await sql.connect();
-  t.teardown(() => sql.end());
-  const conductor = await startConductor({
-    logger,
-    orm: db.orm,
-    address: '127.0.0.1:0',
-    maxStatementsInFlight: 1,
-    maxReportsPerStatement: 1,
-  });
-  t.teardown(() => conductor.stop());
-  const channel = createChannel(conductor.address);
-  t.teardown(() => channel.close());
-  const client = createClient(VimMonitorAction2ConductorDefinition, channel);
-  const held = await insertVim(sql, { status: 'REACHABLE' });
-  const given = await insertVim(sql, { status: 'REACHABLE' });
-  const kept = await insertVim(sql, { status: 'REACHABLE' });
-  const release = await holdRow(t, db.url, held.id);
-
+  await holder.query(`select 1 from vim where id = $1 for update`, [held.id]);
   const report = (v: { id: string; actionId: string }, signal?: AbortSignal) =>
     client.updateVim({ vimId: v.id, actionId: v.actionId, status: VimStatus.VIM_STATUS_UNREACHABLE }, { signal });
   const blocked = report(held).then(
@@ -454,6 +395,38 @@ test('a report whose caller gave up before its statement is dropped unwritten', 
     (err: unknown) => err,
   );
   await new Promise((r) => setTimeout(r, 200));
+  return {
+    sql,
+    vim,
+    report,
+    async release() {
+      await holder.query('rollback');
+      await blocked;
+    },
+  };
+}
+
+test('a conductor behind on its statements answers RESOURCE_EXHAUSTED at once beyond its queue bound; what it queued is stored', async (t) => {
+  // Two reports waiting at most.
+  const { sql, vim, report, release } = await stalledConductor(t, 2);
+  const queued = [await vim(), await vim()];
+  const refused = await vim();
+  const waiting = queued.map((v) => report(v));
+  await new Promise((r) => setTimeout(r, 100));
+  const err = await t.throwsAsync(report(refused), { instanceOf: ClientError });
+  t.is(err?.code, Status.RESOURCE_EXHAUSTED, err?.details);
+  t.regex(err?.details ?? '', /busy/);
+  await release();
+  for (const answer of await Promise.all(waiting)) t.is(answer.status, VimStatus.VIM_STATUS_UNREACHABLE);
+  for (const v of queued) t.is((await vimRow(sql, v.id)).status, 'UNREACHABLE');
+  t.is((await vimRow(sql, refused.id)).last_report_at, null, 'the refused report wrote nothing');
+  t.is((await events(sql, refused.id)).length, 0);
+});
+
+test('a report whose caller gave up before its statement is dropped unwritten', async (t) => {
+  const { sql, vim, report, release } = await stalledConductor(t);
+  const given = await vim();
+  const kept = await vim();
   const giveUp = new AbortController();
   const abandoned = report(given, giveUp.signal).then(
     () => 'answered',
@@ -467,7 +440,6 @@ test('a report whose caller gave up before its statement is dropped unwritten', 
   await new Promise((r) => setTimeout(r, 200));
   await release();
   t.is((await waiting).status, VimStatus.VIM_STATUS_UNREACHABLE);
-  await blocked;
   t.is((await vimRow(sql, kept.id)).status, 'UNREACHABLE');
   const row = await vimRow(sql, given.id);
   t.is(row.status, 'REACHABLE', 'the given-up report was not written');
