@@ -73,7 +73,7 @@ async function promtoolRun(args: string[], cwd = root): Promise<{ code: number; 
 promtoolTest('promtool: the scrape config and the rules are valid, and every rule unit test passes', async (t) => {
   const rules = await promtoolRun(['check', 'rules', rulesFile]);
   t.is(rules.code, 0, rules.output);
-  t.regex(rules.output, /SUCCESS: 7 rules found/);
+  t.regex(rules.output, /SUCCESS: 8 rules found/);
   const config = await promtoolRun(['check', 'config', path.join(deployDir, 'prometheus.yml')]);
   t.is(config.code, 0, config.output);
   const tests = readdirSync(path.join(deployDir, 'tests')).filter((f) => f.endsWith('.yml'));
@@ -87,6 +87,7 @@ promtoolTest('promtool: the scrape config and the rules are valid, and every rul
       'VimmonVimUnreachable',
       'VimmonNoLiveExecutor',
       'VimmonFencedReportsHigh',
+      'VimmonConductorShedding',
       'VimmonNovaCallsFailing',
       'VimmonVmCacheStale',
       'VimmonAlarmSubscriberCutOff',
