@@ -25,6 +25,7 @@ export interface Config {
   reconcileIntervalMs: number;
   /** Reports a conductor stores in one statement under load; 1 turns grouping off. */
   conductorReportsPerStatement: number;
+  /** Reports a conductor holds waiting for a statement; one more is answered RESOURCE_EXHAUSTED. */
   conductorQueuedReports: number;
   /** PEM files; none set: plaintext gRPC. */
   tls: TlsFiles;

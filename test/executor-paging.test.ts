@@ -2,6 +2,7 @@
 // one listed exactly once across pages, every page under gRPC's 4 MiB default,
 // and the Tacker server's executor pool reading them all through the pages.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import test from 'ava';
@@ -201,7 +202,8 @@ test("the servers' listing gives each page the deadline: a large executor on a s
         },
         async listActions(r, context) {
           const page = r.pageToken === '' ? 0 : Number(Buffer.from(r.pageToken, 'base64url').toString());
-          await new Promise((resolve) => setTimeout(resolve, hang && page === 2 ? 60_000 : pageDelayMs)).catch(() => {});
+          // Ended by the caller's deadline too, so that a hung page leaves no timer behind.
+          await sleep(hang && page === 2 ? 60_000 : pageDelayMs, undefined, { signal: context.signal }).catch(() => {});
           if (context.signal.aborted) throw new Error('cancelled');
           return {
             actions: [{ actionId: `00000000-0000-4000-8000-00000000000${page}`, vimId: randomUUID() }],
