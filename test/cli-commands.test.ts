@@ -7,7 +7,7 @@ import path from 'node:path';
 import test from 'ava';
 import { cliEnv, runCli, runCliLine, startCli, startCliMesh, useCompiledCli, type CliResult } from './support/cli-run.js';
 import { projectA, startSecureMesh } from './support/secure-mesh.js';
-import { freePort, openTcpTarget } from './support/targets.js';
+import { closedPort, openTcpTarget } from './support/targets.js';
 import { eventually } from './support/wait.js';
 import { VimStatus } from '../gen/vimmon/common/v1/status.js';
 import { AlarmType } from '../gen/vimmon/inspector/v1/inspector_service.js';
@@ -346,7 +346,7 @@ test('alarms: a watch sees the alarm `event report` raises, the list holds it, f
 });
 
 test('an unreachable server: exit 1 and one line naming the address, no stack trace; status names the roles down', async (t) => {
-  const port = await freePort();
+  const port = await closedPort();
   const env = cliEnv({ VIMMON_SERVER: `127.0.0.1:${port}` });
   const r = await runCli(t, ['vim', 'list', '--timeout', '3s'], env);
   t.is(r.code, 1, show(r));
@@ -356,7 +356,7 @@ test('an unreachable server: exit 1 and one line naming the address, no stack tr
     new RegExp(`^vimmon: cannot reach the server at 127\\.0\\.0\\.1:${port}: UNAVAILABLE connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\n$`),
   );
 
-  const ports = await Promise.all([freePort(), freePort(), freePort()]);
+  const ports = await Promise.all([closedPort(), closedPort(), closedPort()]);
   const status = await runCli(
     t,
     [

@@ -26,7 +26,7 @@ import { createTestDatabase } from './support/database.js';
 import { testLogger } from './support/logger.js';
 import { startMesh } from './support/mesh.js';
 import { startRecordingExecutor } from './support/recording-executor.js';
-import { freePort } from './support/targets.js';
+import { closedPort } from './support/targets.js';
 import { eventually } from './support/wait.js';
 
 const key = Buffer.alloc(32, 9);
@@ -361,7 +361,7 @@ test('http probe: with the VIM CA an https VIM verifies; a certificate of anothe
 
   // A refused connection stays a refused connection.
   const closed = new URL(good.url);
-  closed.port = String(await freePort());
+  closed.port = String(await closedPort());
   const refused = await round(target(closed.href, certs.ca.toString()));
   t.false(refused.ok);
   t.regex(refused.error, /ECONNREFUSED/);

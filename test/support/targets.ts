@@ -22,6 +22,19 @@ function ephemeralLow(): number {
   }
 }
 
+/** listen() on a random port below the ephemeral range, another one while that one is taken. */
+async function belowEphemeral(listen: (port: number) => Promise<number>): Promise<number> {
+  const low = Math.max(1_024, ephemeralLow() - 12_000);
+  const high = ephemeralLow() - 1;
+  for (let tries = 0; ; tries++) {
+    try {
+      return await listen(low + Math.floor(Math.random() * (high - low + 1)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || tries >= 100) throw err;
+    }
+  }
+}
+
 /**
  * A TCP target that is closed and reopened listens below the ephemeral range: while it is
  * closed, a port of that range may be handed to any other listener or outgoing connection
@@ -45,17 +58,7 @@ export async function openTcpTarget(host = '127.0.0.1'): Promise<TcpTarget> {
         resolve((s.address() as { port: number }).port);
       });
     });
-  const low = Math.max(1_024, ephemeralLow() - 12_000);
-  const high = ephemeralLow() - 1;
-  let port = 0;
-  for (let tries = 0; port === 0; tries++) {
-    const candidate = low + Math.floor(Math.random() * (high - low + 1));
-    try {
-      port = await listen(candidate);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || tries >= 100) throw err;
-    }
-  }
+  const port = await belowEphemeral(listen);
   const target: TcpTarget = {
     port,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/v3`,
@@ -95,6 +98,24 @@ export async function openHttpTarget(status = 200): Promise<{ url: string; hits:
         server.close(() => r());
       }),
   };
+}
+
+/**
+ * A port nothing listens on, for a test that counts on a refused connection: below the ephemeral
+ * range, for the reason openTcpTarget's is (a port freePort() gives back may be handed to another
+ * test's listener or connection, and then answers).
+ */
+export async function closedPort(host = '127.0.0.1'): Promise<number> {
+  const server = createServer();
+  const port = await belowEphemeral(
+    (candidate) =>
+      new Promise<number>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(candidate, host, () => resolve(candidate));
+      }),
+  );
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
 
 /** A port that was free a moment ago (for a process that must be told its port: HAProxy, `vimmon all`). */
